@@ -1,0 +1,86 @@
+"""The one error tree of zerodown.
+
+    ZerodownError
+    ├── ConfigError              bad zerodown.yml / bad input: exit code 2, nothing started
+    ├── HealthCheckFailed        an instance did not become (or stay) healthy
+    ├── IllegalTransition        a state machine was asked for a move its table forbids
+    ├── LockHeld                 another deployment holds the service+environment lock
+    ├── RouterError              the router (any backend) refused or could not be reached
+    │   └── RouterUnavailable    no router answers on the control socket
+    ├── RuntimeBackendError      a runtime backend failed to start/stop/inspect an instance
+    │   └── InstanceNotFound     no instance with that id
+    └── StoreError               the history store failed
+
+Errors from foreign libraries are translated at the seam that calls them and carry a sentence
+a user can act on. Only the CLI turns them into exit codes.
+"""
+
+from __future__ import annotations
+
+
+class ZerodownError(Exception):
+    """Base of every error zerodown raises on purpose."""
+
+    exit_code = 1
+
+
+class ConfigError(ZerodownError):
+    """Bad configuration or bad input; the message names file, line, field and what to do."""
+
+    exit_code = 2
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        path: str | None = None,
+        line: int | None = None,
+        field: str | None = None,
+    ) -> None:
+        self.path = path
+        self.line = line
+        self.field = field
+        self.reason = message
+        where = ""
+        if path is not None:
+            where = f"{path}:{line}: " if line is not None else f"{path}: "
+        what = f"{field}: " if field else ""
+        super().__init__(f"{where}{what}{message}")
+
+
+class HealthCheckFailed(ZerodownError):
+    """An instance did not pass its health check (deadline, threshold, or exit)."""
+
+
+class IllegalTransition(ZerodownError):
+    """A state machine was asked to move between two states its table does not connect."""
+
+    def __init__(self, machine: str, current: str, wanted: str) -> None:
+        self.machine = machine
+        self.current = current
+        self.wanted = wanted
+        super().__init__(f"{machine}: cannot go from {current!r} to {wanted!r}")
+
+
+class LockHeld(ZerodownError):
+    """Another deployment holds the lock of this service and environment."""
+
+
+class RouterError(ZerodownError):
+    """The router refused a command or failed to apply it."""
+
+
+class RouterUnavailable(RouterError):
+    """No router answers on the control socket."""
+
+
+class RuntimeBackendError(ZerodownError):
+    """A runtime backend could not start, stop or inspect an instance."""
+
+
+class InstanceNotFound(RuntimeBackendError):
+    """No instance with the given id exists in this runtime."""
+
+
+class StoreError(ZerodownError):
+    """The history store failed."""

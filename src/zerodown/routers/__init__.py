@@ -1,0 +1,21 @@
+"""Routers send traffic to healthy targets. One module per backend; the engine sees `Router`."""
+
+from zerodown.routers.base import (
+    DrainResult,
+    RouteSpec,
+    RouteStatus,
+    Router,
+    TargetHealth,
+    TargetSpec,
+    TargetStatus,
+)
+
+__all__ = [
+    "DrainResult",
+    "RouteSpec",
+    "RouteStatus",
+    "Router",
+    "TargetHealth",
+    "TargetSpec",
+    "TargetStatus",
+]

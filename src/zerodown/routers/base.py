@@ -1,0 +1,167 @@
+"""The `Router` seam: how the control plane tells a router where a service's traffic goes.
+
+A router owns routes (which requests belong to which service) and targets (the instances of a
+service that may receive them). Targets carry weights; a target receives traffic only while it is
+healthy, not draining, and its weight is above zero.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, Literal, Protocol, runtime_checkable
+
+from zerodown.health.spec import HealthCheckSpec
+
+Balance = Literal["least_inflight", "round_robin"]
+
+
+class TargetHealth(StrEnum):
+    """The router's view of a target's health."""
+
+    UNKNOWN = "unknown"  # added without `healthy=True` and not yet checked enough
+    HEALTHY = "healthy"
+    UNHEALTHY = "unhealthy"
+
+
+@dataclass(frozen=True)
+class RouteSpec:
+    """Which requests belong to a service, and how its targets are balanced and checked."""
+
+    service: str
+    hosts: tuple[str, ...] = ()  # Host header values (port ignored); empty: any host
+    path_prefix: str = "/"
+    balance: Balance = "least_inflight"
+    health: HealthCheckSpec | None = None  # the router's own active checks; None: passive only
+    drain_timeout: float = 30.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "service": self.service,
+            "hosts": list(self.hosts),
+            "path_prefix": self.path_prefix,
+            "balance": self.balance,
+            "health": self.health.to_dict() if self.health else None,
+            "drain_timeout": self.drain_timeout,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RouteSpec:
+        health = data.get("health")
+        return cls(
+            service=data["service"],
+            hosts=tuple(data.get("hosts", ())),
+            path_prefix=data.get("path_prefix", "/"),
+            balance=data.get("balance", "least_inflight"),
+            health=HealthCheckSpec.from_dict(health) if health else None,
+            drain_timeout=float(data.get("drain_timeout", 30.0)),
+        )
+
+
+@dataclass(frozen=True)
+class TargetSpec:
+    """One instance as the router sees it."""
+
+    service: str
+    target_id: str  # the instance id
+    host: str
+    port: int
+    revision: str = ""
+    weight: int = 100  # relative; 0 takes the target out of rotation without draining it
+    labels: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "service": self.service,
+            "target_id": self.target_id,
+            "host": self.host,
+            "port": self.port,
+            "revision": self.revision,
+            "weight": self.weight,
+            "labels": dict(self.labels),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TargetSpec:
+        return cls(
+            service=data["service"],
+            target_id=data["target_id"],
+            host=data["host"],
+            port=int(data["port"]),
+            revision=data.get("revision", ""),
+            weight=int(data.get("weight", 100)),
+            labels=dict(data.get("labels", {})),
+        )
+
+
+@dataclass(frozen=True)
+class TargetStatus:
+    """A target and what the router currently does with it."""
+
+    spec: TargetSpec
+    health: TargetHealth
+    draining: bool
+    inflight: int  # requests and open streams/WebSockets in flight to it now
+
+
+@dataclass(frozen=True)
+class RouteStatus:
+    """A route and its targets."""
+
+    route: RouteSpec
+    targets: tuple[TargetStatus, ...]
+
+    @property
+    def healthy_count(self) -> int:
+        return sum(
+            1 for t in self.targets if t.health is TargetHealth.HEALTHY and not t.draining
+        )
+
+
+@dataclass(frozen=True)
+class DrainResult:
+    """How a drain ended: everything finished, or `forced` streams were cut at the timeout."""
+
+    target_id: str
+    seconds: float
+    finished: int  # requests/streams that completed while draining
+    forced: int  # requests/streams closed when `drain_timeout` ran out
+
+
+@runtime_checkable
+class Router(Protocol):
+    """Control of a router: the built-in proxy, HAProxy, or an AWS ALB."""
+
+    name: str
+
+    async def apply_route(self, route: RouteSpec) -> None:
+        """Create or update a route; its targets are kept."""
+        ...
+
+    async def remove_route(self, service: str) -> None:
+        """Delete a route and forget its targets (they are not drained: drain them first)."""
+        ...
+
+    async def add_target(self, target: TargetSpec, *, healthy: bool = False) -> None:
+        """Add (or update) a target. `healthy=True`: the caller has checked it, send traffic now;
+        otherwise the router waits for `healthy_threshold` passing checks of its own."""
+        ...
+
+    async def set_weights(self, service: str, weights: dict[str, int]) -> None:
+        """Change several targets' weights in one atomic step."""
+        ...
+
+    async def drain_target(
+        self, service: str, target_id: str, *, timeout: float | None = None
+    ) -> DrainResult:
+        """Stop sending new requests to the target, wait for in-flight ones (up to `timeout`,
+        default the route's `drain_timeout`), close what is left, and remove the target."""
+        ...
+
+    async def status(self, service: str | None = None) -> list[RouteStatus]:
+        """Routes and targets as the router sees them now."""
+        ...
