@@ -1,0 +1,327 @@
+"""Revisions from git: resolve a name to a sha, export that commit's tree, build it once.
+
+A release is `<state_dir>/releases/<service>/<sha>/`: the files of the service's path at that
+commit (never the user's uncommitted changes, and without touching their work tree or index),
+plus whatever the build made there. An export appears under its final name only when complete
+(temp dir + rename); a successful build leaves `.zerodown-built`, so later deploys of the same sha
+reuse it, and a failed one is retried from a fresh export. Prepares of one sha are serialised
+across processes by an flock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import os
+import re
+import shutil
+import tempfile
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import IO
+
+from zerodown.config.model import ServiceConfig
+from zerodown.errors import BuildFailed
+from zerodown.shell import ShellResult, run_shell
+
+BUILT_MARKER = ".zerodown-built"
+BUILD_LOG = ".zerodown-build.log"
+_BUILDING_MARKER = ".zerodown-building"  # present while a build runs, and after it failed
+_SHA = re.compile(r"^[0-9a-f]{40}$")
+_GIT_TIMEOUT = 300.0  # exporting a big tree is slow, but a git that hangs must not hang a deploy
+_LOCK_POLL = 0.1
+_LOCK_SLACK = 300.0  # beyond the build timeout: time another process may take to export
+_TAIL = 20
+# Git must neither prompt for credentials nor translate the messages we pass on.
+_GIT_ENV = {"GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C"}
+
+
+@dataclass(frozen=True)
+class Release:
+    """A revision of a service ready to run from `path`.
+
+    `built`: its build command has succeeded (now or before); `cached`: nothing had to be done,
+    both export and build were reused from an earlier prepare.
+    """
+
+    service: str
+    sha: str
+    path: Path
+    message: str
+    commit_time: float | None
+    built: bool
+    cached: bool
+
+
+async def resolve_revision(repo: Path, revision: str) -> str:
+    """The full 40-hex sha of a sha (full or short), a branch or a tag in `repo`."""
+    if not revision or revision.startswith("-") or any(c.isspace() for c in revision):
+        raise BuildFailed(f"revision {revision!r} is not a git sha, branch or tag")
+    code, out, _ = await _git(repo, "rev-parse", "--verify", "--quiet", f"{revision}^{{commit}}")
+    if code == 0:
+        return out.decode().strip()
+    await _check_repository(repo)
+    raise BuildFailed(f"unknown revision {revision!r} in {repo}: use a sha, a branch or a tag")
+
+
+async def commit_info(repo: Path, sha: str) -> tuple[str, float]:
+    """The subject line and the commit time (unix seconds) of commit `sha`."""
+    code, out, err = await _git(repo, "log", "-1", "--no-show-signature", "--format=%ct %s", sha)
+    if code != 0:
+        raise BuildFailed(f"cannot read commit {sha} in {repo}: {_first_line(err)}")
+    stamp, _, subject = out.decode("utf-8", "replace").strip().partition(" ")
+    return subject, float(stamp)
+
+
+async def prepare_release(
+    service_name: str,
+    service: ServiceConfig,
+    *,
+    root: Path,
+    state_dir: Path,
+    revision: str,
+    on_line: Callable[[str], None] | None = None,
+) -> Release:
+    """Make `revision` of a service ready to run: resolve, export and build it (each only once).
+
+    Without `service.source` the service runs from `root / service.workdir` as it is, `revision`
+    is only a label, and the build (if any) runs every time. Raises BuildFailed.
+    """
+    service_dir = state_dir / "releases" / service_name
+    service_dir.mkdir(parents=True, exist_ok=True)
+    lock_wait = service.build_timeout + _LOCK_SLACK
+    if service.source is None:
+        workdir = root / service.workdir
+        if not workdir.is_dir():
+            raise BuildFailed(f"workdir {workdir} of service {service_name} is not a directory")
+        async with _locked(service_dir / ".workdir.lock", lock_wait, on_line):
+            if service.build:
+                await _build(
+                    service_name,
+                    service,
+                    workdir,
+                    service_dir / ".workdir-build.log",
+                    revision,
+                    on_line,
+                )
+        return Release(service_name, revision, workdir, "", None, bool(service.build), False)
+
+    repo = root / service.source.repo
+    subdir = _service_path(service.source.path)
+    sha = await resolve_revision(repo, revision)
+    message, commit_time = await commit_info(repo, sha)
+    release_dir = service_dir / sha
+    async with _locked(service_dir / f".{sha}.lock", lock_wait, on_line):
+        cached = True
+        if (release_dir / _BUILDING_MARKER).exists():
+            # An earlier build failed or was cut off half-way: start again from a clean tree.
+            # (An export never built is kept: instances of a build-less config may run from it.)
+            await asyncio.to_thread(shutil.rmtree, release_dir)
+        if not release_dir.is_dir():
+            cached = False
+            await _export(repo, sha, subdir, service_dir, release_dir)
+        if service.build and not (release_dir / BUILT_MARKER).exists():
+            cached = False
+            (release_dir / _BUILDING_MARKER).touch()
+            await _build(service_name, service, release_dir, release_dir / BUILD_LOG, sha, on_line)
+            (release_dir / BUILT_MARKER).write_text(f"{time.time():.3f}\n")
+            (release_dir / _BUILDING_MARKER).unlink()
+    return Release(
+        service_name, sha, release_dir, message, commit_time, bool(service.build), cached
+    )
+
+
+def _service_path(path: str) -> str:
+    """The service's directory inside the repository, normalised; "" for the repository root."""
+    pure = PurePosixPath(path)
+    if pure.is_absolute() or ".." in pure.parts:
+        raise BuildFailed(f"source.path {path!r} must be a directory inside the repository")
+    return "" if str(pure) == "." else str(pure)
+
+
+async def _export(repo: Path, sha: str, subdir: str, service_dir: Path, release_dir: Path) -> None:
+    """Extract the tree `<sha>:<subdir>` into `release_dir`: in a temp dir, then one rename."""
+    tmp = await asyncio.to_thread(_fresh_temp_dir, service_dir, sha)
+    try:
+        # Archiving the tree `<sha>:<path>` yields paths relative to the service's directory;
+        # git reads objects only, so the user's work tree and index are never touched.
+        treeish = f"{sha}:{subdir}" if subdir else sha
+        read_end, write_end = os.pipe()
+        try:
+            git = await asyncio.create_subprocess_exec(
+                "git",
+                "-C",
+                str(repo),
+                "archive",
+                "--format=tar",
+                treeish,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=write_end,
+                stderr=asyncio.subprocess.PIPE,
+                env={**os.environ, **_GIT_ENV},
+            )
+            tar = await asyncio.create_subprocess_exec(
+                "tar",
+                "-x",
+                "-f",
+                "-",
+                "-C",
+                str(tmp),
+                stdin=read_end,
+                stdout=asyncio.subprocess.DEVNULL,
+                stderr=asyncio.subprocess.PIPE,
+            )
+        finally:
+            os.close(read_end)
+            os.close(write_end)
+        try:
+            (_, git_err), (_, tar_err) = await asyncio.wait_for(
+                asyncio.gather(git.communicate(), tar.communicate()), _GIT_TIMEOUT
+            )
+        except BaseException as exc:
+            for proc in (git, tar):  # timed out or cancelled: they must not write on
+                if proc.returncode is None:
+                    with contextlib.suppress(ProcessLookupError):
+                        proc.kill()
+            if isinstance(exc, TimeoutError):
+                raise BuildFailed(
+                    f"exporting {treeish} from {repo} took over {_GIT_TIMEOUT:g} s"
+                ) from None
+            raise
+        if git.returncode != 0:
+            if subdir and b"not a valid object name" in git_err:
+                raise BuildFailed(f"source.path {subdir!r} does not exist at commit {sha[:12]}")
+            raise BuildFailed(f"git archive {treeish} failed in {repo}: {_first_line(git_err)}")
+        if tar.returncode != 0:
+            raise BuildFailed(f"extracting {treeish} into {tmp} failed: {_first_line(tar_err)}")
+        await asyncio.to_thread(tmp.rename, release_dir)
+    except BaseException:
+        await asyncio.to_thread(shutil.rmtree, tmp, True)
+        raise
+
+
+def _fresh_temp_dir(service_dir: Path, sha: str) -> Path:
+    """A new temp dir for exporting `sha`, after removing those a dead process left behind."""
+    for stale in service_dir.glob(f".{sha}.tmp-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    return Path(tempfile.mkdtemp(prefix=f".{sha}.tmp-", dir=service_dir))
+
+
+async def _build(
+    service_name: str,
+    service: ServiceConfig,
+    cwd: Path,
+    log_path: Path,
+    label: str,
+    on_line: Callable[[str], None] | None,
+) -> None:
+    """Run the build command in `cwd`, its output to `log_path` and `on_line`; BuildFailed."""
+    assert service.build is not None
+    with log_path.open("w", encoding="utf-8") as log:
+        log_ok = True
+
+        def record(line: str) -> None:
+            nonlocal log_ok
+            if log_ok:
+                try:
+                    log.write(line + "\n")
+                    log.flush()  # a user tailing the log sees a hanging build where it hangs
+                except OSError:
+                    log_ok = False  # a full disk must not turn into a hanging build
+            if on_line is not None:
+                on_line(line)
+
+        env = {**os.environ, "ZERODOWN_SERVICE": service_name, "ZERODOWN_REVISION": label}
+        try:
+            result = await run_shell(
+                service.build,
+                cwd=cwd,
+                env=env,
+                timeout=service.build_timeout,
+                on_line=record,
+                tail_lines=_TAIL,
+            )
+        except OSError as exc:
+            raise BuildFailed(f"build of {service_name} could not start in {cwd}: {exc}") from exc
+    if not result.ok:
+        raise BuildFailed(_build_failure(service_name, label, result, log_path))
+
+
+def _build_failure(service: str, label: str, result: ShellResult, log_path: Path) -> str:
+    what = f"build of {service} at {label[:12] if _SHA.match(label) else label}"
+    if result.timed_out:
+        head = f"{what} timed out after {result.seconds:.0f} s"
+    else:
+        head = f"{what} failed with exit code {result.exit_code}"
+    tail = "\n".join(f"  | {line}" for line in result.output_tail) or "  (no output)"
+    return f"{head} (full log: {log_path}); last output:\n{tail}"
+
+
+@contextlib.asynccontextmanager
+async def _locked(
+    path: Path, wait: float, on_line: Callable[[str], None] | None
+) -> AsyncIterator[None]:
+    """Hold an exclusive flock on `path`; poll for it so waiting stays cancellable."""
+    handle: IO[bytes] = path.open("ab")
+    try:
+        deadline = time.monotonic() + wait
+        told = False
+        while True:
+            try:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise BuildFailed(
+                        f"another process has been preparing this release for {wait:.0f} s "
+                        f"(lock {path}); try again when it is done"
+                    ) from None
+                if not told and on_line is not None:
+                    on_line(f"waiting for another process preparing this release ({path.name})")
+                    told = True
+                await asyncio.sleep(_LOCK_POLL)
+        yield
+    finally:
+        handle.close()  # closing the file releases the flock
+
+
+async def _check_repository(repo: Path) -> None:
+    """Raise BuildFailed with a useful sentence when `repo` is not a usable git repository."""
+    if not await asyncio.to_thread(repo.is_dir):
+        raise BuildFailed(f"source.repo {repo} does not exist")
+    code, _, err = await _git(repo, "rev-parse", "--git-dir")
+    if code != 0:
+        raise BuildFailed(f"{repo} is not a git repository: {_first_line(err)}")
+
+
+async def _git(repo: Path, *args: str) -> tuple[int, bytes, bytes]:
+    """Run one read-only git command in `repo`: (exit code, stdout, stderr)."""
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            "git",
+            "-C",
+            str(repo),
+            *args,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env={**os.environ, **_GIT_ENV},
+        )
+    except FileNotFoundError as exc:
+        raise BuildFailed("git is not installed (needed for services with `source:`)") from exc
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), _GIT_TIMEOUT)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        raise BuildFailed(f"git {args[0]} in {repo} took over {_GIT_TIMEOUT:g} s") from None
+    assert proc.returncode is not None
+    return proc.returncode, out, err
+
+
+def _first_line(stderr: bytes) -> str:
+    lines = stderr.decode("utf-8", "replace").strip().splitlines()
+    return lines[0] if lines else "(no message)"
