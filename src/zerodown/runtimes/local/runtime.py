@@ -1,0 +1,411 @@
+"""`LocalRuntime`: instances as local processes, each watched by a detached supervisor shim.
+
+The control plane only launches supervisors and reads the files they write, so it can crash,
+restart or be upgraded while instances keep serving; a new `LocalRuntime` over the same
+`state_dir` finds every instance again. Layout of `<state_dir>/instances/<instance_id>/` (0700):
+`spec.json` (env variable names, never values), `supervisor.json`, `status.json`,
+`supervisor.log` and `logs/output.log[.N]`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import contextlib
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import zerodown
+from zerodown.errors import ConfigError, InstanceNotFound, RuntimeBackendError
+from zerodown.runtimes.base import InstanceInfo, InstanceSpec, InstanceState
+from zerodown.runtimes.local import procinfo
+from zerodown.runtimes.local.logfile import DEFAULT_BACKUPS, DEFAULT_MAX_BYTES
+from zerodown.runtimes.local.procinfo import ProcessIdentity
+from zerodown.runtimes.local.supervisor import (
+    APP_ENV_PREFIX,
+    LOG_DIR,
+    OUTPUT_LOG,
+    SPEC_FILE,
+    STATUS_FILE,
+    STOP_REQUEST_FILE,
+    SUPERVISOR_FILE,
+    SUPERVISOR_LOG,
+    SpecRecord,
+    StatusRecord,
+    read_supervisor,
+    wait_until,
+    write_json_atomic,
+)
+
+_INSTANCE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+_POLL_INTERVAL = 0.02
+_KILL_WAIT = 5.0  # how long a SIGKILLed process may take to vanish before we call it stuck
+_LOG_TAIL_BYTES = 2000
+
+# Ports handed out by this process and not yet released: binding port 0 and closing the socket
+# does not reserve anything, so two quick starts could otherwise get the same port.
+_reserved_ports: set[tuple[str, int]] = set()
+_ports_lock = threading.Lock()
+
+# Supervisors this process launched, by instance dir: kept only to reap them (no zombies) and to
+# notice one that dies during start. Module-wide so a discarded LocalRuntime leaves none unreaped;
+# adopted supervisors are known through their files alone.
+_children: dict[Path, subprocess.Popen[bytes]] = {}
+
+
+class LocalRuntime:
+    """Runs instances as local processes that outlive the control plane (Runtime "local")."""
+
+    name = "local"
+
+    def __init__(
+        self,
+        state_dir: Path,
+        *,
+        log_max_bytes: int = DEFAULT_MAX_BYTES,
+        log_backups: int = DEFAULT_BACKUPS,
+        spawn_timeout: float = 15.0,
+    ) -> None:
+        self.state_dir = Path(state_dir)
+        self.instances_dir = self.state_dir / "instances"
+        self.log_max_bytes = log_max_bytes
+        self.log_backups = log_backups
+        self.spawn_timeout = spawn_timeout
+
+    async def start(self, spec: InstanceSpec) -> InstanceInfo:
+        """Launch the instance's supervisor; return once it has spawned the app."""
+        instance_dir = self._dir_for(spec.instance_id)
+        _reap_children()
+        await asyncio.to_thread(self._prepare_dir, instance_dir)
+        port = spec.port
+        if port is None:
+            port = await asyncio.to_thread(self._allocate_port, spec.host)
+        try:
+            record = SpecRecord.from_spec(
+                spec, port, log_max_bytes=self.log_max_bytes, log_backups=self.log_backups
+            )
+            await asyncio.to_thread(write_json_atomic, instance_dir / SPEC_FILE, asdict(record))
+            proc = await asyncio.to_thread(self._launch_supervisor, instance_dir, spec)
+            _children[instance_dir] = proc
+            await self._wait_until_spawned(instance_dir, proc)
+        except BaseException:
+            if spec.port is None:
+                _release_port(spec.host, port)
+            raise
+        return await self.inspect(spec.instance_id)
+
+    async def stop(self, instance_id: str, *, timeout: float | None = None) -> InstanceInfo:
+        """Stop the instance (SIGTERM, `timeout`, SIGKILL) and return it STOPPED. Idempotent."""
+        instance_dir = self._existing_dir(instance_id)
+        record = await asyncio.to_thread(SpecRecord.load, instance_dir)
+        grace = record.stop_timeout if timeout is None else timeout
+        supervisor = read_supervisor(instance_dir)
+        if supervisor is not None and procinfo.is_alive(supervisor):
+            await self._stop_through_supervisor(instance_dir, supervisor, grace)
+        else:
+            await _stop_group(self._recorded_app(instance_dir), grace)
+        status = StatusRecord.load(instance_dir)
+        if status is None or status.state != InstanceState.STOPPED:
+            # Nobody recorded the stop (the supervisor was gone): record it ourselves.
+            StatusRecord(
+                state=InstanceState.STOPPED,
+                port=record.port,
+                app_pid=status.app_pid if status else None,
+                restarts=status.restarts if status else 0,
+                exit_code=status.exit_code if status else None,
+            ).save(instance_dir)
+        _reap_children()
+        _release_port(record.host, record.port)
+        return await self.inspect(instance_id)
+
+    async def inspect(self, instance_id: str) -> InstanceInfo:
+        """Current state of one instance, with every recorded pid checked against its start time."""
+        instance_dir = self._existing_dir(instance_id)
+        _reap_children()
+        return await asyncio.to_thread(self._read_info, instance_dir)
+
+    async def list(self, service: str | None = None) -> list[InstanceInfo]:
+        """Every instance under `state_dir` (running or not), optionally of one service."""
+        _reap_children()
+        return await asyncio.to_thread(self._read_all, service)
+
+    async def remove(self, instance_id: str) -> None:
+        """Delete the files of a stopped instance; refuse one that still runs."""
+        instance_dir = self._existing_dir(instance_id)
+        info = await self.inspect(instance_id)
+        app = self._recorded_app(instance_dir)
+        if info.state not in (InstanceState.STOPPED, InstanceState.FAILED) or (
+            app is not None and procinfo.group_alive(app)
+        ):
+            raise RuntimeBackendError(
+                f"instance {instance_id!r} is {info.state}: stop it before removing it"
+            )
+        _children.pop(instance_dir, None)
+        await asyncio.to_thread(shutil.rmtree, instance_dir)
+
+    # -- starting ---------------------------------------------------------------------------
+
+    def _prepare_dir(self, instance_dir: Path) -> None:
+        """Create the instance dir (0700), or reuse the dir of a stopped instance of that id."""
+        self.instances_dir.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.instances_dir, 0o700)
+        if (instance_dir / SPEC_FILE).exists():
+            info = self._read_info(instance_dir)
+            app = self._recorded_app(instance_dir)
+            if info.state not in (InstanceState.STOPPED, InstanceState.FAILED) or (
+                app is not None and procinfo.group_alive(app)
+            ):
+                raise RuntimeBackendError(
+                    f"instance {instance_dir.name!r} already exists and is {info.state}: "
+                    "stop it first or choose another instance id"
+                )
+            for name in (STATUS_FILE, SUPERVISOR_FILE, STOP_REQUEST_FILE):
+                (instance_dir / name).unlink(missing_ok=True)
+        instance_dir.mkdir(mode=0o700, exist_ok=True)
+        os.chmod(instance_dir, 0o700)
+
+    def _allocate_port(self, host: str) -> int:
+        """A port free on `host` right now and not promised to any other instance we know."""
+        with _ports_lock:  # starts run this in worker threads, possibly two at once
+            return self._allocate_port_locked(host)
+
+    def _allocate_port_locked(self, host: str) -> int:
+        taken = {port for _, port in _reserved_ports} | self._recorded_ports()
+        for _ in range(50):
+            family = socket.AF_INET6 if ":" in host else socket.AF_INET
+            with socket.socket(family, socket.SOCK_STREAM) as probe:
+                try:
+                    probe.bind((host, 0))
+                except OSError as exc:
+                    raise RuntimeBackendError(f"cannot bind on host {host!r}: {exc}") from exc
+                port: int = probe.getsockname()[1]
+            if port not in taken:
+                _reserved_ports.add((host, port))
+                return port
+        raise RuntimeBackendError(f"no free port found on {host!r} after 50 attempts")
+
+    def _recorded_ports(self) -> set[int]:
+        ports: set[int] = set()
+        if not self.instances_dir.is_dir():
+            return ports
+        for instance_dir in self.instances_dir.iterdir():
+            try:
+                ports.add(SpecRecord.load(instance_dir).port)
+            except (OSError, ValueError, TypeError):
+                continue  # a half-written or foreign dir holds no port
+        return ports
+
+    def _launch_supervisor(self, instance_dir: Path, spec: InstanceSpec) -> subprocess.Popen[bytes]:
+        """Start the supervisor detached; the app's env goes through its process environment."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith(APP_ENV_PREFIX)}
+        env.update({APP_ENV_PREFIX + name: value for name, value in spec.env.items()})
+        # The supervisor must import zerodown from wherever this process did.
+        source_root = str(Path(zerodown.__file__).resolve().parent.parent)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (source_root, env.get("PYTHONPATH")) if p)
+        log_fd = os.open(
+            instance_dir / SUPERVISOR_LOG, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600
+        )
+        try:
+            return subprocess.Popen(
+                [sys.executable, "-m", "zerodown.runtimes.local.supervisor", str(instance_dir)],
+                cwd=instance_dir,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log_fd,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # out of the control plane's group: its signals miss us
+            )
+        except OSError as exc:
+            raise RuntimeBackendError(f"cannot launch the supervisor: {exc}") from exc
+        finally:
+            os.close(log_fd)
+
+    async def _wait_until_spawned(self, instance_dir: Path, proc: subprocess.Popen[bytes]) -> None:
+        """Wait until status.json shows the app was spawned; fail if the supervisor dies first."""
+        deadline = time.monotonic() + self.spawn_timeout
+        while True:
+            status = StatusRecord.load(instance_dir)
+            if status is not None and status.state == InstanceState.FAILED:
+                await asyncio.to_thread(_wait_quietly, proc, _KILL_WAIT)  # it exits right after
+                raise RuntimeBackendError(
+                    f"instance {instance_dir.name!r} could not start: {_log_tail(instance_dir)}"
+                )
+            if status is not None and (
+                status.app_pid is not None or status.state == InstanceState.STOPPED
+            ):
+                return
+            if proc.poll() is not None:
+                raise RuntimeBackendError(
+                    f"the supervisor of {instance_dir.name!r} exited with {proc.returncode} "
+                    f"before starting the app: {_log_tail(instance_dir)}"
+                )
+            if time.monotonic() >= deadline:
+                proc.terminate()  # a supervisor stops whatever it spawned before exiting
+                raise RuntimeBackendError(
+                    f"the supervisor of {instance_dir.name!r} did not start the app within "
+                    f"{self.spawn_timeout}s: {_log_tail(instance_dir)}"
+                )
+            await asyncio.sleep(_POLL_INTERVAL)
+
+    # -- stopping ---------------------------------------------------------------------------
+
+    async def _stop_through_supervisor(
+        self, instance_dir: Path, supervisor: ProcessIdentity, grace: float
+    ) -> None:
+        """Ask the supervisor to stop the app within `grace`; take over if it does not."""
+        await asyncio.to_thread(
+            write_json_atomic, instance_dir / STOP_REQUEST_FILE, {"timeout": grace}
+        )
+        procinfo.signal_process(supervisor, signal.SIGTERM)
+        # The supervisor escalates to SIGKILL itself after `grace`; the margin covers that.
+        if await wait_until(
+            lambda: not procinfo.is_alive(supervisor), grace + _KILL_WAIT, _POLL_INTERVAL
+        ):
+            await _stop_group(self._recorded_app(instance_dir), 0.0)  # leftovers, if any
+            return
+        await _stop_group(self._recorded_app(instance_dir), 0.0)
+        procinfo.signal_process(supervisor, signal.SIGKILL)
+        await wait_until(lambda: not procinfo.is_alive(supervisor), _KILL_WAIT)
+
+    def _recorded_app(self, instance_dir: Path) -> ProcessIdentity | None:
+        status = StatusRecord.load(instance_dir)
+        return status.app if status else None
+
+    # -- reading ----------------------------------------------------------------------------
+
+    def _read_all(self, service: str | None) -> builtins.list[InstanceInfo]:
+        infos: builtins.list[InstanceInfo] = []
+        if not self.instances_dir.is_dir():
+            return infos
+        for instance_dir in sorted(self.instances_dir.iterdir()):
+            try:
+                info = self._read_info(instance_dir)
+            except InstanceNotFound:
+                continue  # a dir being created or removed right now
+            if service is None or info.service == service:
+                infos.append(info)
+        return infos
+
+    def _read_info(self, instance_dir: Path) -> InstanceInfo:
+        """Combine the recorded files with what /proc says is alive right now."""
+        try:
+            record = SpecRecord.load(instance_dir)
+        except FileNotFoundError as exc:
+            raise InstanceNotFound(f"no instance {instance_dir.name!r}") from exc
+        status = StatusRecord.load(instance_dir)
+        supervisor = read_supervisor(instance_dir)
+        supervised = supervisor is not None and procinfo.is_alive(supervisor)
+        app = status.app if status else None
+        app_alive = app is not None and procinfo.is_alive(app)
+        state = _derive_state(instance_dir, status, supervised, app_alive)
+        labels = {**record.labels, "supervised": "true" if supervised else "false"}
+        return InstanceInfo(
+            instance_id=record.instance_id,
+            service=record.service,
+            revision=record.revision,
+            host=record.host,
+            port=record.port,
+            state=state,
+            pid=app.pid if app is not None and app_alive else None,
+            started_at=procinfo.started_at(app) if app is not None and app_alive else None,
+            restarts=status.restarts if status else 0,
+            exit_code=status.exit_code if status else None,
+            log_path=str(instance_dir / LOG_DIR / OUTPUT_LOG),
+            labels=labels,
+        )
+
+    # -- paths --------------------------------------------------------------------------------
+
+    def _dir_for(self, instance_id: str) -> Path:
+        if not _INSTANCE_ID.fullmatch(instance_id):
+            raise ConfigError(
+                "must be 1-128 letters, digits, '_', '.' or '-', starting with a letter or digit",
+                field="instance_id",
+            )
+        return self.instances_dir / instance_id
+
+    def _existing_dir(self, instance_id: str) -> Path:
+        if not _INSTANCE_ID.fullmatch(instance_id):
+            raise InstanceNotFound(f"no instance {instance_id!r}")
+        instance_dir = self.instances_dir / instance_id
+        if not (instance_dir / SPEC_FILE).exists():
+            raise InstanceNotFound(f"no instance {instance_id!r} in {self.instances_dir}")
+        return instance_dir
+
+
+def _derive_state(
+    instance_dir: Path, status: StatusRecord | None, supervised: bool, app_alive: bool
+) -> InstanceState:
+    """The state to report, from the recorded one and what is alive right now."""
+    recorded = InstanceState(status.state) if status else InstanceState.STARTING
+    if app_alive:
+        # An app whose supervisor died still serves: RUNNING, labelled supervised=false.
+        return (
+            InstanceState.STOPPING if recorded == InstanceState.STOPPING else InstanceState.RUNNING
+        )
+    if supervised:
+        if recorded != InstanceState.RUNNING:
+            return recorded  # including STOPPED/FAILED just before the supervisor exits
+        return InstanceState.RESTARTING  # the app just exited; the supervisor is on it
+    if status is None:
+        launching = _children.get(instance_dir)
+        if launching is not None and launching.poll() is None:
+            return InstanceState.STARTING  # the supervisor has not written its files yet
+        return InstanceState.FAILED
+    if recorded in (InstanceState.STOPPED, InstanceState.FAILED):
+        return recorded
+    # Neither supervisor nor app runs and nobody recorded why: killed, or the machine rebooted.
+    return InstanceState.FAILED
+
+
+def _release_port(host: str, port: int) -> None:
+    """Forget the reservation of `port` (its instance stopped or never started)."""
+    with _ports_lock:
+        _reserved_ports.discard((host, port))
+
+
+def _reap_children() -> None:
+    """Collect supervisors of ours that have exited, so none lingers as a zombie."""
+    for instance_dir, proc in list(_children.items()):
+        if proc.poll() is not None:
+            del _children[instance_dir]
+
+
+async def _stop_group(app: ProcessIdentity | None, grace: float) -> None:
+    """SIGTERM the app's process group, wait `grace` for all of it, then SIGKILL what is left."""
+    if app is None or not procinfo.group_alive(app):
+        return
+    if grace > 0:
+        procinfo.signal_group(app, signal.SIGTERM)
+        if await wait_until(lambda: not procinfo.group_alive(app), grace):
+            return
+    procinfo.signal_group(app, signal.SIGKILL)
+    if not await wait_until(lambda: not procinfo.group_alive(app), _KILL_WAIT):
+        raise RuntimeBackendError(f"process group {app.pid} survived SIGKILL for {_KILL_WAIT}s")
+
+
+def _wait_quietly(proc: subprocess.Popen[bytes], timeout: float) -> None:
+    """Wait (blocking) for our child `proc` to exit, giving up silently after `timeout`."""
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout)
+
+
+def _log_tail(instance_dir: Path) -> str:
+    """The end of supervisor.log, for error messages a user can act on."""
+    try:
+        with open(instance_dir / SUPERVISOR_LOG, "rb") as handle:
+            handle.seek(0, os.SEEK_END)
+            handle.seek(max(0, handle.tell() - _LOG_TAIL_BYTES))
+            tail = handle.read().decode("utf-8", "replace").strip()
+    except OSError:
+        return "(no supervisor.log)"
+    return tail or "(supervisor.log is empty)"

@@ -1,0 +1,103 @@
+"""Helpers shared by the local runtime's integration tests (real processes, real sockets)."""
+
+from __future__ import annotations
+
+import asyncio
+import shlex
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from zerodown.runtimes.base import InstanceSpec
+from zerodown.runtimes.local import procinfo
+
+REPO = Path(__file__).resolve().parents[2]
+WEBAPP = REPO / "examples" / "webapp" / "app.py"
+
+
+def webapp_command() -> str:
+    """The shell command that runs the sample web app with this interpreter."""
+    return f"{shlex.quote(sys.executable)} {shlex.quote(str(WEBAPP))}"
+
+
+def webapp_spec(instance_id: str, **overrides: Any) -> InstanceSpec:
+    """A spec running the sample web app as revision `rev-<instance_id>` of service `web`."""
+    fields: dict[str, Any] = {
+        "service": "web",
+        "revision": f"rev-{instance_id}",
+        "instance_id": instance_id,
+        "command": webapp_command(),
+        "workdir": str(REPO),
+        "stop_timeout": 5.0,
+    }
+    fields.update(overrides)
+    return InstanceSpec(**fields)
+
+
+def shell_spec(instance_id: str, command: str, workdir: Path, **overrides: Any) -> InstanceSpec:
+    """A spec running a tiny `sh -c` command as service `sh`."""
+    fields: dict[str, Any] = {
+        "service": "sh",
+        "revision": "r1",
+        "instance_id": instance_id,
+        "command": command,
+        "workdir": str(workdir),
+        "stop_timeout": 2.0,
+    }
+    fields.update(overrides)
+    return InstanceSpec(**fields)
+
+
+async def get_root(port: int, timeout: float = 20.0) -> dict[str, Any]:
+    """GET / on 127.0.0.1:port, retrying until the app listens (bounded by `timeout`)."""
+    deadline = time.monotonic() + timeout
+    async with httpx.AsyncClient(timeout=2.0) as client:
+        while True:
+            try:
+                response = await client.get(f"http://127.0.0.1:{port}/")
+                response.raise_for_status()
+                body: dict[str, Any] = response.json()
+                return body
+            except httpx.HTTPError:
+                if time.monotonic() >= deadline:
+                    raise
+            await asyncio.sleep(0.05)
+
+
+async def eventually(
+    probe: Callable[[], Awaitable[bool]], timeout: float = 20.0, interval: float = 0.05
+) -> None:
+    """Poll the async `probe` until it returns True; fail the test after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not await probe():
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"condition not met within {timeout}s")
+        await asyncio.sleep(interval)
+
+
+def alive_pids(pids: list[int]) -> list[int]:
+    """The pids (or process groups of those pids) that still have a live process."""
+    left = []
+    for pid in pids:
+        stat = procinfo.read_stat(pid)
+        if (stat is not None and stat.state != "Z") or procinfo.group_members(pid):
+            left.append(pid)
+    return left
+
+
+def files_under(root: Path) -> dict[str, bytes]:
+    """Every file below `root` by relative path (and by bare name), with its content."""
+    files: dict[str, bytes] = {}
+    for path in root.rglob("*"):
+        if path.is_file():
+            try:
+                content = path.read_bytes()
+            except FileNotFoundError:
+                continue  # rotated or replaced between listing and reading
+            files[str(path.relative_to(root))] = content
+            files[path.name] = content
+    return files
