@@ -1,0 +1,1 @@
+"""The history store: deployments, events, locks (SQLite by default, PostgreSQL by URL)."""
