@@ -6,7 +6,10 @@ need=()
 command -v haproxy >/dev/null || need+=(haproxy)
 command -v nginx >/dev/null || need+=(nginx-light)
 command -v wrk >/dev/null || need+=(wrk)
+command -v hey >/dev/null || need+=(hey)
 command -v git >/dev/null || need+=(git)
+# PostgreSQL server binaries for the history store's PostgreSQL tests (Debian keeps them off PATH)
+command -v pg_ctl >/dev/null || ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || need+=(postgresql)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then
     echo "zerodown: missing system packages: ${need[*]} (run as root or install them: apt-get install ${need[*]})" >&2

@@ -25,7 +25,7 @@ from zerodown.store.sql import SqlHistoryStore, open_store
 pytestmark = pytest.mark.slow  # initdb + server start take several seconds
 
 PG_USER = "zerodown-pg"  # initdb and postgres refuse to run as root
-BIN_DIRS = ("/usr/local/bin", "/usr/lib/postgresql/15/bin")
+BIN_DIRS = ("/usr/local/bin", *sorted(str(p) for p in Path("/usr/lib/postgresql").glob("*/bin")))
 
 
 def _load_scenarios() -> ModuleType:
