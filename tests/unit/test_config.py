@@ -1,4 +1,4 @@
-"""zerodown.yml: valid files load with presets applied; bad ones fail with one line naming the spot."""
+"""zerodown.yml: good files load with presets applied; bad ones fail in one line naming the spot."""
 
 from __future__ import annotations
 

@@ -16,8 +16,7 @@ from dataclasses import dataclass
 from zerodown.clock import Clock, SystemClock
 from zerodown.errors import HealthCheckFailed
 from zerodown.health.checks import Prober, ProbeResult, format_seconds, probe
-from zerodown.health.spec import HealthCheckSpec
-from zerodown.routers.base import TargetHealth
+from zerodown.health.spec import HealthCheckSpec, TargetHealth
 
 log = logging.getLogger(__name__)
 

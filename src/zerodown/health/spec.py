@@ -3,9 +3,18 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any, Literal
 
 CheckKind = Literal["http", "tcp", "command"]
+
+
+class TargetHealth(StrEnum):
+    """A target's health as checks see it (the router routes by it)."""
+
+    UNKNOWN = "unknown"  # added without `healthy=True` and not yet checked enough
+    HEALTHY = "healthy"
+    UNHEALTHY = "unhealthy"
 
 
 @dataclass(frozen=True)

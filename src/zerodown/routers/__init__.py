@@ -2,9 +2,9 @@
 
 from zerodown.routers.base import (
     DrainResult,
+    Router,
     RouteSpec,
     RouteStatus,
-    Router,
     TargetHealth,
     TargetSpec,
     TargetStatus,

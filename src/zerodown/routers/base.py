@@ -8,20 +8,13 @@ healthy, not draining, and its weight is above zero.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import StrEnum
 from typing import Any, Literal, Protocol, runtime_checkable
 
-from zerodown.health.spec import HealthCheckSpec
+from zerodown.health.spec import HealthCheckSpec, TargetHealth
 
 Balance = Literal["least_inflight", "round_robin"]
 
-
-class TargetHealth(StrEnum):
-    """The router's view of a target's health."""
-
-    UNKNOWN = "unknown"  # added without `healthy=True` and not yet checked enough
-    HEALTHY = "healthy"
-    UNHEALTHY = "unhealthy"
+__all__ = ["TargetHealth"]  # re-exported: routers and the engine name it from here
 
 
 @dataclass(frozen=True)
@@ -117,9 +110,7 @@ class RouteStatus:
 
     @property
     def healthy_count(self) -> int:
-        return sum(
-            1 for t in self.targets if t.health is TargetHealth.HEALTHY and not t.draining
-        )
+        return sum(1 for t in self.targets if t.health is TargetHealth.HEALTHY and not t.draining)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,252 @@
+"""The built-in router's routing table: matching, balancing, health, draining, persistence."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections import Counter
+
+import pytest
+
+from zerodown.errors import RouterError
+from zerodown.routers.base import Balance, RouteSpec, TargetHealth, TargetSpec
+from zerodown.routers.builtin.table import RoutingTable, Target
+
+
+class FakeExchange:
+    """An in-flight request as the table sees it: a handle a forced drain can abort."""
+
+    def __init__(self, target: Target) -> None:
+        self.target = target
+        self.aborted = False
+        target.begin(self)
+
+    def finish(self) -> None:
+        self.target.end(self)
+
+    def abort(self) -> None:
+        self.aborted = True
+        self.target.end(self)
+
+
+def make_table(
+    weights: dict[str, int], balance: Balance = "round_robin", service: str = "web"
+) -> RoutingTable:
+    table = RoutingTable()
+    table.apply_route(RouteSpec(service=service, balance=balance, drain_timeout=5.0))
+    for i, (target_id, weight) in enumerate(weights.items()):
+        spec = TargetSpec(
+            service=service, target_id=target_id, host="127.0.0.1", port=9000 + i, weight=weight
+        )
+        table.add_target(spec, healthy=True)
+    return table
+
+
+def picks(table: RoutingTable, n: int, service: str = "web") -> Counter[str]:
+    route = next(r for r in table.routes() if r.spec.service == service)
+    counts: Counter[str] = Counter()
+    for _ in range(n):
+        target = route.pick()
+        assert target is not None
+        counts[target.spec.target_id] += 1
+    return counts
+
+
+@pytest.mark.parametrize("balance", ["round_robin", "least_inflight"])
+def test_weights_90_10_give_90_10_of_picks(balance: Balance) -> None:
+    table = make_table({"a": 90, "b": 10}, balance=balance)
+    assert picks(table, 1000) == {"a": 900, "b": 100}
+
+
+def test_smooth_round_robin_interleaves_instead_of_bursting() -> None:
+    table = make_table({"a": 3, "b": 1})
+    route = table.routes()[0]
+    order = [route.pick().spec.target_id for _ in range(8)]  # type: ignore[union-attr]
+    assert order == ["a", "a", "b", "a", "a", "a", "b", "a"]
+
+
+def test_least_inflight_prefers_the_least_loaded_per_weight() -> None:
+    table = make_table({"a": 100, "b": 100, "c": 200}, balance="least_inflight")
+    route = table.routes()[0]
+    a, b, c = (route.targets[x] for x in "abc")
+    busy = [FakeExchange(a), FakeExchange(a), FakeExchange(b), FakeExchange(c), FakeExchange(c)]
+    # inflight/weight: a=2/100, b=1/100, c=2/200 -> b and c tie at 0.01; weights 100:200.
+    assert picks(table, 300) == {"b": 100, "c": 200}
+    busy[2].finish()  # b drops to 0
+    assert route.pick() is b
+
+
+def test_least_inflight_ties_rotate() -> None:
+    table = make_table({"a": 1, "b": 1, "c": 1}, balance="least_inflight")
+    assert picks(table, 9) == {"a": 3, "b": 3, "c": 3}
+
+
+def test_draining_unhealthy_and_weight_zero_targets_are_never_picked() -> None:
+    table = make_table({"ok": 10, "sick": 10, "zero": 10, "unknown": 10, "going": 10})
+    table.set_health("web", "sick", TargetHealth.UNHEALTHY)
+    table.set_weights("web", {"zero": 0})
+    table.routes()[0].targets["going"].draining = True
+    spec = TargetSpec(service="web", target_id="new", host="127.0.0.1", port=9100)
+    fresh = table.add_target(spec, healthy=False)
+    assert fresh.health is TargetHealth.UNKNOWN
+    table.routes()[0].targets["unknown"].health = TargetHealth.UNKNOWN
+    assert picks(table, 50) == {"ok": 50}
+
+
+def test_pick_returns_none_without_an_eligible_target_and_honours_exclude() -> None:
+    table = make_table({"a": 1, "b": 1})
+    route = table.routes()[0]
+    assert route.pick(exclude=[route.targets["a"], route.targets["b"]]) is None
+    assert route.pick(exclude=[route.targets["a"]]) is route.targets["b"]
+
+
+def test_set_weights_is_atomic_and_rejects_unknown_ids() -> None:
+    table = make_table({"a": 50, "b": 50})
+    with pytest.raises(RouterError, match="nope"):
+        table.set_weights("web", {"a": 10, "nope": 90})
+    assert [t.spec.weight for t in table.targets("web")] == [50, 50]
+    table.set_weights("web", {"a": 10, "b": 90})
+    assert picks(table, 100) == {"a": 10, "b": 90}
+
+
+def test_match_by_host_and_longest_prefix() -> None:
+    table = RoutingTable()
+    table.apply_route(RouteSpec(service="site"))
+    table.apply_route(RouteSpec(service="api", path_prefix="/api"))
+    table.apply_route(RouteSpec(service="api-v2", path_prefix="/api/v2/"))
+    table.apply_route(RouteSpec(service="admin", hosts=("admin.example.com",)))
+
+    def served(host: str | None, path: str) -> str | None:
+        route = table.match(host, path)
+        return route.spec.service if route else None
+
+    assert served("x.test", "/") == "site"
+    assert served("x.test", "/api") == "api"
+    assert served("x.test", "/api/users") == "api"
+    assert served("x.test", "/apix") == "site"  # prefixes match whole segments
+    assert served("x.test", "/api/v2/users") == "api-v2"
+    assert served("x.test", "/api/v2") == "api-v2"
+    assert served("ADMIN.example.com", "/") == "admin"
+    assert served("admin.example.com", "/api/x") == "api"  # a longer prefix beats a host
+    assert served(None, "/") == "site"
+    table.remove_route("site")
+    assert served("x.test", "/") is None
+
+
+def test_on_change_runs_after_every_mutation() -> None:
+    changes: list[int] = []
+    table = RoutingTable(on_change=lambda: changes.append(1))
+    table.apply_route(RouteSpec(service="web"))
+    spec = TargetSpec(service="web", target_id="a", host="127.0.0.1", port=1)
+    target = table.add_target(spec, healthy=True)
+    table.set_weights("web", {"a": 5})
+    table.set_health("web", "a", TargetHealth.UNHEALTHY)
+    table.set_health("web", "a", TargetHealth.HEALTHY)
+    table.report_connect_failure(target)
+    table.remove_route("web")
+    assert len(changes) == 7
+
+
+def test_unknown_service_or_target_raises_router_error_naming_it() -> None:
+    table = make_table({"a": 1})
+    with pytest.raises(RouterError, match="'ghost'"):
+        table.add_target(TargetSpec("ghost", "x", "127.0.0.1", 1), healthy=True)
+    with pytest.raises(RouterError, match="'zz'"):
+        table.set_health("web", "zz", TargetHealth.HEALTHY)
+
+
+def test_snapshot_restore_round_trip_leaves_out_draining_targets() -> None:
+    table = make_table({"a": 90, "b": 10}, balance="least_inflight")
+    table.set_health("web", "b", TargetHealth.UNHEALTHY)
+    table.apply_route(RouteSpec(service="api", hosts=("api.test",), path_prefix="/v1"))
+    table.add_target(TargetSpec("api", "c", "127.0.0.1", 9200, revision="r7"), healthy=False)
+    spec = TargetSpec(service="web", target_id="old", host="127.0.0.1", port=9300)
+    table.add_target(spec, healthy=True).draining = True
+
+    data = json.loads(json.dumps(table.snapshot()))
+    restored = RoutingTable()
+    restored.restore(data)
+
+    assert restored.snapshot() == data
+    assert [t.spec.target_id for t in restored.targets("web")] == ["a", "b"]
+    web = {t.spec.target_id: t for t in restored.targets("web")}
+    assert web["a"].spec.weight == 90 and web["a"].health is TargetHealth.HEALTHY
+    assert web["b"].health is TargetHealth.UNHEALTHY
+    assert restored.targets("api")[0].spec.revision == "r7"
+    assert restored.match("api.test", "/v1/x") is not None
+
+
+def test_restore_drops_routes_and_targets_missing_from_the_snapshot() -> None:
+    table = make_table({"a": 1, "b": 1})
+    small = make_table({"a": 1})
+    table.restore(small.snapshot())
+    assert [t.spec.target_id for t in table.targets("web")] == ["a"]
+    table.restore({"version": 1, "routes": []})
+    assert table.routes() == []
+    with pytest.raises(RouterError, match="malformed"):
+        table.restore({"version": 1, "routes": [{"nope": 1}]})
+
+
+async def test_drain_waits_for_inflight_on_an_event_then_removes_the_target() -> None:
+    table = make_table({"a": 1, "b": 1})
+    target = table.routes()[0].targets["a"]
+    first, second = FakeExchange(target), FakeExchange(target)
+
+    drain = asyncio.create_task(table.drain_target("web", "a"))
+    await asyncio.sleep(0)  # let the drain start
+    assert target.draining and not drain.done()
+    assert picks(table, 10) == {"b": 10}  # no new picks, at once
+    first.finish()
+    await asyncio.sleep(0)
+    assert not drain.done()
+    second.finish()  # the event fires: no polling interval to wait for
+    result = await asyncio.wait_for(drain, 1.0)
+
+    assert (result.target_id, result.finished, result.forced) == ("a", 2, 0)
+    assert result.seconds < 1.0
+    assert [t.spec.target_id for t in table.targets("web")] == ["b"]
+    saved = table.snapshot()["routes"][0]["targets"]
+    assert [t["target"]["target_id"] for t in saved] == ["b"]
+
+
+async def test_drain_timeout_aborts_what_is_left_and_counts_it_forced() -> None:
+    table = make_table({"a": 1})
+    target = table.routes()[0].targets["a"]
+    done, stuck1, stuck2 = FakeExchange(target), FakeExchange(target), FakeExchange(target)
+
+    drain = asyncio.create_task(table.drain_target("web", "a", timeout=0.2))
+    await asyncio.sleep(0)
+    done.finish()
+    result = await asyncio.wait_for(drain, 2.0)
+
+    assert (result.finished, result.forced) == (1, 2)
+    assert stuck1.aborted and stuck2.aborted and not done.aborted
+    assert 0.2 <= result.seconds < 1.0
+    assert target.inflight == 0 and table.targets("web") == []
+
+
+async def test_draining_twice_waits_on_the_same_drain() -> None:
+    table = make_table({"a": 1})
+    exchange = FakeExchange(table.routes()[0].targets["a"])
+    first = asyncio.create_task(table.drain_target("web", "a"))
+    second = asyncio.create_task(table.drain_target("web", "a"))
+    await asyncio.sleep(0)
+    exchange.finish()
+    one, two = await asyncio.wait_for(asyncio.gather(first, second), 1.0)
+    assert one == two and one.finished == 1
+
+
+async def test_drain_of_an_idle_target_returns_at_once_and_unknown_target_raises() -> None:
+    table = make_table({"a": 1})
+    result = await asyncio.wait_for(table.drain_target("web", "a"), 1.0)
+    assert (result.finished, result.forced) == (0, 0)
+    with pytest.raises(RouterError, match="'a'"):
+        await table.drain_target("web", "a")
+
+
+def test_report_connect_failure_marks_unhealthy_at_once() -> None:
+    table = make_table({"a": 1, "b": 1})
+    a = table.routes()[0].targets["a"]
+    table.report_connect_failure(a)
+    assert a.health is TargetHealth.UNHEALTHY
+    assert picks(table, 4) == {"b": 4}
