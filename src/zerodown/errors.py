@@ -3,6 +3,9 @@
     ZerodownError
     ├── ConfigError              bad zerodown.yml / bad input: exit code 2, nothing started
     ├── HealthCheckFailed        an instance did not become (or stay) healthy
+    ├── HookFailed               a lifecycle hook exited non-zero or timed out
+    ├── BuildFailed              resolving, exporting or building a revision failed
+    ├── DeploymentAborted        a user aborted the deployment (Ctrl-C, `zerodown abort`)
     ├── IllegalTransition        a state machine was asked for a move its table forbids
     ├── LockHeld                 another deployment holds the service+environment lock
     ├── RouterError              the router (any backend) refused or could not be reached
@@ -50,6 +53,18 @@ class ConfigError(ZerodownError):
 
 class HealthCheckFailed(ZerodownError):
     """An instance did not pass its health check (deadline, threshold, or exit)."""
+
+
+class HookFailed(ZerodownError):
+    """A lifecycle hook exited non-zero or ran past its timeout."""
+
+
+class BuildFailed(ZerodownError):
+    """A revision could not be resolved, exported or built."""
+
+
+class DeploymentAborted(ZerodownError):
+    """The deployment was aborted by a user."""
 
 
 class IllegalTransition(ZerodownError):

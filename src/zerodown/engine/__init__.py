@@ -1,0 +1,1 @@
+"""The deploy engine: deployments as recorded state machines, strategies, rollback."""
