@@ -410,7 +410,7 @@ class Exchange:
                 lines.append(b"transfer-encoding: chunked\r\n")
         if not self.req_complete:
             self.keep_alive = False  # the rest of the request body is not worth reading
-        self.close_client = not self.keep_alive or self.client.closing
+        self.close_client = not self.keep_alive or self.client.closing or self.server.closing
         if self.close_client:
             lines.append(b"connection: close\r\n")
         elif self.http10:
@@ -560,7 +560,12 @@ class Exchange:
     def _answer_local(self, status: int, body: dict[str, Any]) -> None:
         self.status = status
         self.finished = True
-        close = not self.keep_alive or not self.req_complete or self.client.closing
+        close = (
+            not self.keep_alive
+            or not self.req_complete
+            or self.client.closing
+            or self.server.closing
+        )
         data = json_response(
             status, body, request_id=self.request_id, close=close, http10=self.http10
         )
@@ -589,7 +594,7 @@ class Exchange:
             self.server.count_upstream_error()
         self.status = status
         self.finished = True
-        close = not self.keep_alive or self.client.closing
+        close = not self.keep_alive or self.client.closing or self.server.closing
         self.client.write(
             json_response(status, body, request_id=self.request_id, close=close, http10=self.http10)
         )

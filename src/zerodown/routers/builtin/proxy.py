@@ -368,6 +368,15 @@ class ProxyServer:
         """Stop accepting, close idle clients now, let active ones finish for up to `grace` s."""
         await self.stop_accepting()
         self.closing = True
+        # An idle keep-alive client may be sending its next request right now; closing under it
+        # resets that request. Let it come (it is answered with `Connection: close`) and close
+        # only the connections that stay idle for the whole linger.
+        linger = min(grace, 1.0)
+        if linger > 0 and self.clients:
+            self._no_clients.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(linger):
+                    await self._no_clients.wait()
         for client in list(self.clients):
             client.close_if_idle()
         if self.clients:

@@ -1,0 +1,133 @@
+"""`zerodown router ...`: run, start, restart, stop and inspect the built-in router.
+
+A thin wrapper: the work is in `zerodown.routers.builtin.{daemon,client}`. Known failures print one
+red line and exit with the error's code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from zerodown.errors import ZerodownError
+from zerodown.routers.builtin.client import (
+    BuiltinRouter,
+    ensure_router,
+    restart_router,
+    stop_router,
+)
+
+router_app = typer.Typer(help="The built-in router: a reverse proxy that never drops a request.")
+console = Console()
+errors = Console(stderr=True)
+
+T = TypeVar("T")
+
+StateDir = Annotated[
+    Path,
+    typer.Option("--state-dir", envvar="ZERODOWN_STATE_DIR", help="zerodown's state directory."),
+]
+Listen = Annotated[
+    list[str] | None,
+    typer.Option("--listen", "-l", help="host:port to serve traffic on (repeatable)."),
+]
+Grace = Annotated[
+    float, typer.Option("--grace", help="Seconds to let connections finish when stopping.")
+]
+DEFAULT_STATE_DIR = Path(".zerodown")
+DEFAULT_LISTEN = "127.0.0.1:8080"
+
+
+def _run(coro: Coroutine[Any, Any, T]) -> T:
+    try:
+        return asyncio.run(coro)
+    except ZerodownError as exc:
+        errors.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(exc.exit_code) from None
+
+
+@router_app.command()
+def run(
+    state_dir: StateDir = DEFAULT_STATE_DIR,
+    listen: Listen = None,
+    grace: Annotated[
+        float | None, typer.Option(help="Drain seconds (default 30, or the old router's).")
+    ] = None,
+    takeover: Annotated[bool, typer.Option(help="Take over from the running router.")] = False,
+) -> None:
+    """Run the router in the foreground (what `start` runs in the background)."""
+    from zerodown.routers.builtin.daemon import main  # the proxy loads only here
+
+    args = ["--state-dir", str(state_dir)]
+    if grace is not None:
+        args += ["--grace", str(grace)]
+    for address in listen or ([] if takeover else [DEFAULT_LISTEN]):
+        args += ["--listen", address]
+    if takeover:
+        args.append("--takeover")
+    code = main(args)
+    if code:
+        raise typer.Exit(code)
+
+
+@router_app.command()
+def start(
+    state_dir: StateDir = DEFAULT_STATE_DIR, listen: Listen = None, grace: Grace = 30.0
+) -> None:
+    """Start the router in the background unless one is running."""
+    info = _run(ensure_router(state_dir, listen or [DEFAULT_LISTEN], grace=grace))
+    console.print(f"router pid {info['pid']} listening on {', '.join(info['listen'])}")
+
+
+@router_app.command()
+def restart(state_dir: StateDir = DEFAULT_STATE_DIR) -> None:
+    """Replace the running router with a new process without dropping a connection."""
+    info = _run(restart_router(state_dir))
+    console.print(f"router pid {info['pid']} took over on {', '.join(info['listen'])}")
+
+
+@router_app.command()
+def stop(state_dir: StateDir = DEFAULT_STATE_DIR) -> None:
+    """Stop the router, letting open connections finish within its grace period."""
+    pid = _run(stop_router(state_dir))
+    console.print("no router was running" if pid is None else f"router pid {pid} stopped")
+
+
+@router_app.command()
+def status(state_dir: StateDir = DEFAULT_STATE_DIR) -> None:
+    """Show the router's routes and targets."""
+
+    async def gather() -> tuple[dict[str, Any], list[Any]]:
+        router = BuiltinRouter(state_dir)
+        return await router.ping(), await router.status()
+
+    info, routes = _run(gather())
+    console.print(
+        f"router pid {info['pid']} (v{info['version']}, up {info['uptime']:.0f} s) "
+        f"on {', '.join(info['listen'])}"
+    )
+    table = Table("service", "target", "address", "revision", "weight", "health", "in flight")
+    for route in routes:
+        for target in route.targets:
+            health = target.health.value + (" (draining)" if target.draining else "")
+            table.add_row(
+                route.route.service,
+                target.spec.target_id,
+                target.spec.address,
+                target.spec.revision,
+                str(target.spec.weight),
+                health,
+                str(target.inflight),
+            )
+        if not route.targets:
+            table.add_row(route.route.service, "-", "-", "-", "-", "-", "-")
+    console.print(table)
+
+
+__all__ = ["router_app"]

@@ -1,0 +1,535 @@
+"""The built-in router as a long-lived process: `startup() -> main_loop() -> shutdown()`.
+
+It owns a `RoutingTable` and a `ProxyServer`, keeps the table in `state.json` so a restarted router
+serves the same targets at once, runs the active health checks of every route that has them,
+answers the control socket, and hands its listening sockets to a successor for a hitless restart.
+The first SIGTERM drains client connections within `grace`; a second one exits at once.
+
+Run it as `python -m zerodown.routers.builtin.daemon --state-dir DIR --listen 127.0.0.1:8080`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, Literal, get_args
+
+from zerodown import __version__
+from zerodown.errors import RouterError, ZerodownError
+from zerodown.health.checks import ProbeResult
+from zerodown.health.monitor import HealthMonitor
+from zerodown.health.spec import HealthCheckSpec
+from zerodown.routers.base import RouteSpec, TargetHealth, TargetSpec
+from zerodown.routers.builtin.control import (
+    ControlChannel,
+    ControlServer,
+    FdReply,
+    RetryLater,
+    drain_result_to_dict,
+    route_status_to_dict,
+)
+from zerodown.routers.builtin.handoff import (
+    Handoff,
+    bind_listeners,
+    request_handoff,
+    socket_address,
+)
+from zerodown.routers.builtin.proxy import ProxyServer, ProxySettings
+from zerodown.routers.builtin.state import (
+    EventLog,
+    RouterPaths,
+    StateFile,
+    read_pid_file,
+    write_pid_file,
+)
+from zerodown.routers.builtin.table import RoutingTable
+
+log = logging.getLogger("zerodown.router")
+
+DEFAULT_GRACE = 30.0
+LoopKind = Literal["auto", "asyncio", "uvloop"]
+# Brings targets of routes without active checks into (or back into) rotation once they accept
+# connections; without it a target marked down by one refused connect would stay out for good.
+RECOVERY_CHECK = HealthCheckSpec(
+    kind="tcp", timeout=1.0, interval=1.0, healthy_threshold=2, unhealthy_threshold=1
+)
+
+
+class HealthWatch:
+    """A `HealthMonitor` per target of every route with a health spec, in step with the table.
+
+    A route without a spec has only passive checks; its targets that are not HEALTHY (added
+    unchecked, or marked down by a failed connect) get `RECOVERY_CHECK` until they pass it.
+    """
+
+    def __init__(self, table: RoutingTable, events: EventLog) -> None:
+        self._table = table
+        self._events = events
+        self._monitors: dict[tuple[str, str], tuple[Any, HealthMonitor]] = {}
+        self._stopping: set[asyncio.Task[None]] = set()
+        self._scheduled = False
+
+    def schedule(self) -> None:
+        """Reconcile soon (once per burst of table changes)."""
+        if not self._scheduled:
+            self._scheduled = True
+            asyncio.get_running_loop().call_soon(self.reconcile)
+
+    def reconcile(self) -> None:
+        """Start monitors for new targets, restart changed ones, stop those of removed targets."""
+        self._scheduled = False
+        wanted: dict[tuple[str, str], tuple[Any, TargetHealth]] = {}
+        for route in self._table.routes():
+            for target in self._table.targets(route.spec.service):
+                spec = route.spec.health
+                if spec is None and target.health is not TargetHealth.HEALTHY:
+                    spec = RECOVERY_CHECK
+                if spec is None or target.draining:
+                    continue
+                key = (route.spec.service, target.spec.target_id)
+                wanted[key] = ((spec, target.spec.host, target.spec.port), target.health)
+        for key, (identity, monitor) in list(self._monitors.items()):
+            if key not in wanted or wanted[key][0] != identity:
+                del self._monitors[key]
+                self._stop_later(monitor)
+        for key, (identity, health) in wanted.items():
+            if key not in self._monitors:
+                self._monitors[key] = (identity, self._start(key, identity, health))
+
+    def _start(self, key: tuple[str, str], identity: Any, health: TargetHealth) -> HealthMonitor:
+        spec: HealthCheckSpec = identity[0]
+        service, target_id = key
+        holder: list[HealthMonitor] = []
+
+        def on_transition(old: TargetHealth, new: TargetHealth, result: ProbeResult) -> None:
+            self._set_health(service, target_id, new)
+            self._events.record(
+                "health",
+                service=service,
+                target_id=target_id,
+                old=old.value,
+                new=new.value,
+                detail=result.detail,
+            )
+
+        def on_result(result: ProbeResult) -> None:
+            # Passive failures (connect refused) mark a target unhealthy behind the monitor's
+            # back, and the monitor sees no transition when its own verdict stays HEALTHY: a
+            # passing probe that agrees with that verdict puts the target back in rotation.
+            verdict = holder[0].health if holder else TargetHealth.UNKNOWN
+            if result.ok and verdict is TargetHealth.HEALTHY:
+                self._set_health(service, target_id, verdict, only_if_different=True)
+
+        monitor = HealthMonitor(
+            spec,
+            identity[1],
+            identity[2],
+            initial=health,
+            on_transition=on_transition,
+            on_result=on_result,
+        )
+        holder.append(monitor)
+        monitor.start()
+        return monitor
+
+    def _set_health(
+        self, service: str, target_id: str, health: TargetHealth, *, only_if_different: bool = False
+    ) -> None:
+        try:
+            if only_if_different:
+                current = {t.spec.target_id: t.health for t in self._table.targets(service)}
+                if current.get(target_id, health) is health:
+                    return
+            self._table.set_health(service, target_id, health)
+        except RouterError:
+            pass  # removed while the probe ran; reconcile stops its monitor
+
+    def _stop_later(self, monitor: HealthMonitor) -> None:
+        task = asyncio.get_running_loop().create_task(monitor.stop())
+        self._stopping.add(task)
+        task.add_done_callback(self._stopping.discard)
+
+    async def stop(self) -> None:
+        """Stop every monitor."""
+        for _, monitor in self._monitors.values():
+            self._stop_later(monitor)
+        self._monitors.clear()
+        if self._stopping:
+            await asyncio.wait(set(self._stopping), timeout=5.0)
+
+
+class RouterDaemon:
+    """The router process: proxy, table, persisted state, health checks and control socket."""
+
+    def __init__(
+        self,
+        state_dir: Path,
+        listen: list[str],
+        settings: ProxySettings | None = None,
+        *,
+        grace: float | None = None,
+        takeover: bool = False,
+    ) -> None:
+        self.paths = RouterPaths.under(state_dir)
+        self.listen = list(listen)
+        self.settings = settings or ProxySettings()
+        self._settings_given = settings is not None
+        self._grace_given = grace is not None
+        self.grace = DEFAULT_GRACE if grace is None else grace
+        self.takeover = takeover
+        self.table = RoutingTable(on_change=self._on_table_change)
+        self.events = EventLog(self.paths.events)
+        self.state = StateFile(self.paths.state, self.table.snapshot)
+        self.watch = HealthWatch(self.table, self.events)
+        self.control = ControlServer(self)
+        self.proxy: ProxyServer | None = None
+        self._listeners: list[socket.socket] = []  # dups kept for handoff (the proxy owns its own)
+        self._started = time.monotonic()
+        self._stop = asyncio.Event()
+        self._force = asyncio.Event()
+        self._handoff_to: ControlChannel | None = None
+        self._retiring = False
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """startup(), then main_loop() until a signal or `retire`, then shutdown()."""
+        await self.startup()
+        try:
+            await self.main_loop()
+        finally:
+            await self.shutdown()
+
+    async def startup(self) -> None:
+        """Load the table, get listening sockets, then serve traffic, health checks and control."""
+        self.paths.create()
+        handoff: Handoff | None = None
+        if self.takeover:
+            handoff = await asyncio.to_thread(request_handoff, self.paths.control)
+            sockets = handoff.sockets
+            self.table.restore(handoff.result["table"])
+            self.listen = [socket_address(s) for s in sockets]
+            if not self._grace_given:
+                self.grace = float(handoff.result.get("grace", self.grace))
+            if not self._settings_given and handoff.result.get("settings"):
+                # A restart keeps the running router's settings unless told otherwise.
+                with contextlib.suppress(TypeError, ValueError):
+                    self.settings = ProxySettings(**handoff.result["settings"])
+        else:
+            await self._refuse_if_running()
+            saved = StateFile.load(self.paths.state)
+            if saved is not None:
+                self.table.restore(saved["table"])
+            sockets = bind_listeners(self.listen)
+            self.listen = [socket_address(s) for s in sockets]
+        try:
+            self._listeners = [s.dup() for s in sockets]
+            self.proxy = ProxyServer(self.table, self.settings)
+            await self.proxy.start(sockets)
+            self.watch.reconcile()
+            await self.control.start(self.paths.control, replace=self.takeover)
+        except BaseException:
+            if handoff is not None:
+                handoff.abandon()  # the old router sees the connection close and carries on
+            await self._stop_serving(grace=0)
+            raise
+        write_pid_file(self.paths.pid, os.getpid())
+        self.state.enabled = True
+        self.state.mark_dirty()
+        await self.state.flush()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._on_signal)
+        if handoff is not None:
+            previous = handoff.result.get("pid")
+            try:
+                await handoff.retire()
+            except (RouterError, OSError, TimeoutError, ValueError) as exc:
+                # We serve and own the control socket now; the old router sees the connection
+                # close, finds the socket taken and retires by itself.
+                log.warning("the old router did not confirm retire (%s); it will retire alone", exc)
+            finally:
+                handoff.connection.close()
+            self.events.record("restart", pid=os.getpid(), previous_pid=previous)
+            log.info("took over from router pid %s on %s", previous, ", ".join(self.listen))
+        else:
+            self.events.record("start", pid=os.getpid(), listen=self.listen)
+            log.info("router pid %d listening on %s", os.getpid(), ", ".join(self.listen))
+
+    async def main_loop(self) -> None:
+        """Serve until SIGTERM/SIGINT or `retire`."""
+        await self._stop.wait()
+
+    async def shutdown(self) -> None:
+        """Drain client connections within `grace` (a second signal cuts it short), then exit."""
+        log.info(
+            "%s: draining connections (grace %.0f s)",
+            "retiring" if self._retiring else "stopping",
+            self.grace,
+        )
+        await self._stop_serving(grace=self.grace)
+        if self.state.enabled:
+            with contextlib.suppress(RouterError):
+                await self.state.flush()
+        self.events.record("retired" if self._retiring else "stop", pid=os.getpid())
+        if read_pid_file(self.paths.pid) == os.getpid():
+            with contextlib.suppress(FileNotFoundError):
+                self.paths.pid.unlink()
+        log.info("router pid %d exits", os.getpid())
+
+    async def _stop_serving(self, grace: float) -> None:
+        # The control socket stops accepting at once but answers what it has (a drain in
+        # progress ends with the proxy's drain), so both wind down together. A successor owns
+        # the socket file after a handoff: only our own file is unlinked.
+        parts = [asyncio.ensure_future(self.control.close(unlink=True, grace=grace))]
+        if self.proxy is not None:
+            parts.append(asyncio.ensure_future(self.proxy.shutdown(grace)))
+        together = asyncio.gather(*parts, return_exceptions=True)
+        force = asyncio.ensure_future(self._force.wait())
+        waiters: set[asyncio.Future[Any]] = {together, force}
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        force.cancel()
+        if not all(p.done() for p in parts):
+            log.warning("second signal: closing the remaining connections now")
+            for part in parts:
+                part.cancel()
+            if self.proxy is not None:
+                with contextlib.suppress(Exception):
+                    await self.proxy.shutdown(0)
+        for part in parts:
+            if part.done() and not part.cancelled() and part.exception() is not None:
+                log.error("shutdown step failed: %r", part.exception())
+        await self.watch.stop()
+        for sock in self._listeners:
+            sock.close()
+        self._listeners = []
+
+    def _on_signal(self) -> None:
+        if self._stop.is_set():
+            self._force.set()
+        self._stop.set()
+
+    def _on_table_change(self) -> None:
+        self.state.mark_dirty()
+        if self.proxy is not None:  # during restore in startup the loop is not serving yet
+            self.watch.schedule()
+
+    async def _refuse_if_running(self) -> None:
+        try:
+            _, writer = await asyncio.open_unix_connection(str(self.paths.control))
+        except (FileNotFoundError, ConnectionRefusedError):
+            with contextlib.suppress(FileNotFoundError):
+                self.paths.control.unlink()  # left behind by a router that was killed
+            return
+        writer.close()
+        pid = read_pid_file(self.paths.pid)
+        raise RouterError(
+            f"a router (pid {pid}) already answers on {self.paths.control}: "
+            "use `zerodown router restart` to replace it"
+        )
+
+    # -- control ops (ControlOps) ---------------------------------------------------------------
+
+    async def call(self, op: str, args: dict[str, Any], channel: ControlChannel) -> Any:
+        """Run one control op; see `zerodown.routers.builtin.control` for the protocol."""
+        if op == "ping":
+            return {
+                "version": __version__,
+                "pid": os.getpid(),
+                "uptime": round(time.monotonic() - self._started, 3),
+                "listen": self.listen,
+                "handing_off": self._handoff_to is not None,
+            }
+        if op == "status":
+            service = args.get("service")
+            return [route_status_to_dict(s) for s in self.table.status(service)]
+        if op == "events":
+            return self.events.since(int(args.get("since", 0)), int(args.get("limit", 500)))
+        if op == "handoff":
+            return await self._handoff(channel)
+        if op == "retire":
+            return self._retire(channel)
+        if self._handoff_to is not None:
+            raise RetryLater("the router is being restarted; ask again in a moment")
+        return await self._mutate(op, args)
+
+    async def _mutate(self, op: str, args: dict[str, Any]) -> Any:
+        result: Any = None
+        if op == "apply_route":
+            route = RouteSpec.from_dict(args["route"])
+            self.table.apply_route(route)
+            self.events.record("route", service=route.service, route=route.to_dict())
+        elif op == "remove_route":
+            self.table.remove_route(str(args["service"]))
+            self.events.record("route_removed", service=str(args["service"]))
+        elif op == "add_target":
+            target = TargetSpec.from_dict(args["target"])
+            self.table.add_target(target, healthy=bool(args.get("healthy", False)))
+            self.events.record(
+                "target",
+                service=target.service,
+                target=target.to_dict(),
+                healthy=bool(args.get("healthy", False)),
+            )
+        elif op == "set_weights":
+            weights = {str(k): int(v) for k, v in dict(args["weights"]).items()}
+            self.table.set_weights(str(args["service"]), weights)
+            self.events.record("weights", service=str(args["service"]), weights=weights)
+        elif op == "drain_target":
+            service, target_id = str(args["service"]), str(args["target_id"])
+            timeout = args.get("timeout")
+            self.events.record("drain_started", service=service, target_id=target_id)
+            drained = await self.table.drain_target(
+                service, target_id, None if timeout is None else float(timeout)
+            )
+            result = drain_result_to_dict(drained)
+            self.events.record("drained", service=service, **result)
+        await self.state.flush()  # the answer promises the change survives a crash
+        return result
+
+    async def _handoff(self, channel: ControlChannel) -> FdReply:
+        if self._handoff_to is not None or self._retiring:
+            raise RouterError("a handoff to another router is already in progress")
+        await self.state.flush()
+        self.state.enabled = False  # from now on the successor owns state.json
+        self._handoff_to = channel
+        self.events.record("handoff", pid=os.getpid())
+        self._spawn(self._watch_successor(channel))
+        result = {
+            "pid": os.getpid(),
+            "listen": self.listen,
+            "table": self.table.snapshot(),
+            "settings": _settings_dict(self.settings),
+            "grace": self.grace,
+        }
+        return FdReply(result, [s.fileno() for s in self._listeners])
+
+    def _retire(self, channel: ControlChannel) -> dict[str, Any]:
+        if self._handoff_to is None or channel is not self._handoff_to:
+            raise RouterError(
+                "retire only follows a handoff on the same connection; stop the router with SIGTERM"
+            )
+        self._retiring = True
+        self._stop.set()
+        return {"pid": os.getpid()}
+
+    async def _watch_successor(self, channel: ControlChannel) -> None:
+        await channel.closed.wait()
+        if self._retiring or self._handoff_to is not channel:
+            return
+        self._handoff_to = None
+        if not self.control.owns_path():
+            if await self._successor_answers():
+                # The successor serves and owns the control socket but never sent retire.
+                log.warning("the successor owns the control socket but never sent retire; retiring")
+                self._retiring = True
+                self._stop.set()
+                return
+            # It took the socket and died: take the socket back, we still hold the listeners.
+            await self.control.start(self.paths.control, replace=True)
+            write_pid_file(self.paths.pid, os.getpid())
+        log.warning("the successor router went away before taking over; carrying on")
+        self.events.record("handoff_aborted", pid=os.getpid())
+        self.state.enabled = True
+        self.state.mark_dirty()
+
+    async def _successor_answers(self) -> bool:
+        try:
+            _, writer = await asyncio.open_unix_connection(str(self.paths.control))
+        except OSError:
+            return False
+        writer.close()
+        return True
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+
+def _settings_dict(settings: ProxySettings) -> dict[str, Any]:
+    if dataclasses.is_dataclass(settings):
+        return {
+            k: v
+            for k, v in dataclasses.asdict(settings).items()
+            if isinstance(v, int | float | str | bool | None)
+        }
+    return {}
+
+
+def run_daemon(
+    state_dir: Path,
+    listen: list[str],
+    settings: ProxySettings | None = None,
+    *,
+    grace: float | None = None,
+    takeover: bool = False,
+    loop: LoopKind = "auto",
+) -> int:
+    """Run a router in this process until it stops; return the exit code."""
+    daemon = RouterDaemon(state_dir, listen, settings, grace=grace, takeover=takeover)
+    try:
+        with asyncio.Runner(loop_factory=_loop_factory(loop)) as runner:
+            runner.run(daemon.run())
+    except ZerodownError as exc:
+        log.error("router failed: %s", exc)
+        return exc.exit_code
+    return 0
+
+
+def _loop_factory(kind: LoopKind) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    if kind == "asyncio":
+        return None
+    try:
+        import uvloop  # optional speed-up, imported only where it runs
+    except ImportError:
+        if kind == "uvloop":
+            raise RouterError("--loop uvloop: uvloop is not installed") from None
+        return None
+    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+    return factory
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m zerodown.routers.builtin.daemon`: the entry the process helpers start."""
+    parser = argparse.ArgumentParser(prog="zerodown-router", description=__doc__)
+    parser.add_argument("--state-dir", type=Path, required=True)
+    parser.add_argument("--listen", action="append", default=[], help="host:port (repeatable)")
+    parser.add_argument(
+        "--grace",
+        type=float,
+        help=f"drain seconds (default {DEFAULT_GRACE:g}, or the old router's)",
+    )
+    parser.add_argument("--takeover", action="store_true", help="take over from the running router")
+    parser.add_argument(
+        "--loop",
+        choices=get_args(LoopKind),
+        default=os.environ.get("ZERODOWN_ROUTER_LOOP", "auto"),
+        help="event loop: uvloop when installed (auto), or plain asyncio",
+    )
+    args = parser.parse_args(argv)
+    if not args.listen and not args.takeover:
+        parser.error("--listen is required unless --takeover")
+    logging.basicConfig(
+        level=logging.INFO,
+        stream=sys.stderr,
+        format="%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s",
+    )
+    return run_daemon(
+        args.state_dir, args.listen, grace=args.grace, takeover=args.takeover, loop=args.loop
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())
