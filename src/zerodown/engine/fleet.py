@@ -1,0 +1,447 @@
+"""`Fleet`: the instances of one service in one environment, and every step that changes them.
+
+A fleet is what the router and the runtime both know: the router's targets of the route
+`<service>.<environment>` and the runtime's instances labelled with that environment. Each step
+(launch, wait for health, admit, drain, stop) records an event before and after it happens.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol, TypeVar
+
+from zerodown.clock import Clock, SystemClock
+from zerodown.config.model import EnvironmentConfig, ServiceConfig
+from zerodown.engine.events import EventKind
+from zerodown.errors import HealthCheckFailed, InstanceNotFound, RouterError, RuntimeBackendError
+from zerodown.health.checks import Prober, ProbeResult, probe
+from zerodown.health.monitor import wait_until_healthy
+from zerodown.routers.base import Balance, Router, RouteSpec, TargetHealth, TargetSpec
+from zerodown.runtimes.base import InstanceInfo, InstanceSpec, InstanceState, Runtime
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# Runtime states of an instance that is (or is about to be) a process worth counting.
+_RUNNING_STATES = (InstanceState.STARTING, InstanceState.RUNNING, InstanceState.RESTARTING)
+
+
+class EventSink(Protocol):
+    """Where fleet steps report: `emit` waits until the event is recorded, `emit_soon` does not."""
+
+    async def emit(self, kind: EventKind, message: str, data: dict[str, Any] | None = None) -> None:
+        """Record one event (in order with every other event of the deployment)."""
+        ...
+
+    def emit_soon(self, kind: EventKind, message: str, data: dict[str, Any] | None = None) -> None:
+        """Queue one event from synchronous code; it keeps its place in the order."""
+        ...
+
+
+class ReleaseSource(Protocol):
+    """What the fleet needs of a prepared release: its revision and the directory it runs in."""
+
+    @property
+    def sha(self) -> str: ...
+
+    @property
+    def path(self) -> Path: ...
+
+
+@dataclass(frozen=True)
+class FleetMember:
+    """One instance of the fleet as the router and the runtime see it together."""
+
+    instance_id: str
+    revision: str
+    deployment: str | None  # the deployment that started it (label), when known
+    host: str
+    port: int
+    in_router: bool
+    draining: bool = False
+    router_health: TargetHealth | None = None
+    state: InstanceState | None = None  # None: the runtime does not know it
+
+    @property
+    def serving(self) -> bool:
+        """In the router and not draining: it takes (or may take) traffic."""
+        return self.in_router and not self.draining
+
+    @property
+    def running(self) -> bool:
+        """The runtime runs its process (or is about to)."""
+        return self.state in _RUNNING_STATES
+
+    @property
+    def live(self) -> bool:
+        """Part of the fleet: serving traffic or running a process."""
+        return self.in_router or self.running
+
+
+async def run_all(aws: Iterable[Awaitable[T]]) -> list[T]:
+    """Run awaitables concurrently; on the first failure cancel the rest and raise that error.
+
+    Unlike a TaskGroup this raises the error itself (not an ExceptionGroup), so the reason a
+    deployment records is the sentence of the step that failed.
+    """
+    tasks = [asyncio.ensure_future(aw) for aw in aws]
+    if not tasks:
+        return []
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+    except asyncio.CancelledError:
+        await _cancel_and_wait(tasks)
+        raise
+    failed = [t for t in tasks if t.done() and not t.cancelled() and t.exception() is not None]
+    if failed:
+        await _cancel_and_wait(tasks)
+        error = failed[0].exception()
+        assert error is not None
+        raise error
+    return [t.result() for t in tasks]
+
+
+async def _cancel_and_wait(tasks: Sequence[asyncio.Future[Any]]) -> None:
+    for task in tasks:
+        task.cancel()
+    # Waiting lets every cancelled step run its cleanup before the caller moves on.
+    await asyncio.wait(tasks)
+
+
+def dominant_revision(members: Sequence[FleetMember]) -> str | None:
+    """The revision most of the fleet runs (serving instances count first)."""
+    pool = [m for m in members if m.serving] or list(members)
+    counts = Counter(m.revision for m in pool if m.revision)
+    return counts.most_common(1)[0][0] if counts else None
+
+
+class Fleet:
+    """One service in one environment: naming, launching, checking, admitting, retiring."""
+
+    def __init__(
+        self,
+        *,
+        service_name: str,
+        service: ServiceConfig,
+        environment_name: str,
+        environment: EnvironmentConfig,
+        runtime: Runtime,
+        router: Router,
+        deployment_id: str,
+        sink: EventSink,
+        balance: Balance = "least_inflight",
+        clock: Clock | None = None,
+        prober: Prober | None = None,
+    ) -> None:
+        self.service_name = service_name
+        self.service = service
+        self.environment_name = environment_name
+        self.environment = environment
+        self.runtime = runtime
+        self.router = router
+        self.deployment_id = deployment_id
+        self.sink = sink
+        self.balance: Balance = balance
+        self.clock = clock or SystemClock()
+        self.prober = prober or probe
+        self.health = service.health.to_spec()
+        # Set by the first step that changes something: a failure before it needs no rollback.
+        self.touched = False
+
+    @property
+    def route_name(self) -> str:
+        """The router's name for this service in this environment."""
+        return f"{self.service_name}.{self.environment_name}"
+
+    def route_spec(self) -> RouteSpec:
+        """The route as the config describes it."""
+        return RouteSpec(
+            service=self.route_name,
+            hosts=self.service.hosts,
+            path_prefix=self.service.path_prefix,
+            balance=self.balance,
+            health=self.health,
+            drain_timeout=self.service.drain_timeout,
+        )
+
+    async def ensure_route(self) -> None:
+        """Create or update the route (its targets are kept)."""
+        await self.router.apply_route(self.route_spec())
+
+    def new_instance_id(self, revision: str) -> str:
+        """`<service>-<env>-<sha7>-<4 hex>`: readable, and unique within the fleet."""
+        short = "".join(c for c in revision if c.isalnum())[:7] or "rev"
+        return f"{self.service_name}-{self.environment_name}-{short}-{secrets.token_hex(2)}"
+
+    # -- looking -----------------------------------------------------------------------------
+
+    async def members(self) -> list[FleetMember]:
+        """Every instance the router or the runtime knows for this fleet, dead ones included."""
+        routes = await self.router.status()
+        targets = {
+            t.spec.target_id: t
+            for r in routes
+            if r.route.service == self.route_name
+            for t in r.targets
+        }
+        instances = {
+            i.instance_id: i
+            for i in await self.runtime.list(self.service_name)
+            if i.labels.get("environment") == self.environment_name
+        }
+        found: list[FleetMember] = []
+        for instance_id in sorted(targets.keys() | instances.keys()):
+            target, info = targets.get(instance_id), instances.get(instance_id)
+            labels = dict(info.labels) if info else dict(target.spec.labels) if target else {}
+            found.append(
+                FleetMember(
+                    instance_id=instance_id,
+                    revision=info.revision if info else target.spec.revision if target else "",
+                    deployment=labels.get("deployment"),
+                    host=info.host if info else target.spec.host if target else "",
+                    port=info.port if info else target.spec.port if target else 0,
+                    in_router=target is not None,
+                    draining=target.draining if target else False,
+                    router_health=target.health if target else None,
+                    state=info.state if info else None,
+                )
+            )
+        return found
+
+    async def live(self) -> list[FleetMember]:
+        """The live fleet: instances in the router or running in the runtime."""
+        return [m for m in await self.members() if m.live]
+
+    # -- changing ----------------------------------------------------------------------------
+
+    def instance_spec(self, release: ReleaseSource, instance_id: str) -> InstanceSpec:
+        """What to run for one instance of `release` (environment: service, then environment)."""
+        env = {
+            **self.service.env,
+            **self.environment.env,
+            "ZERODOWN_ENVIRONMENT": self.environment_name,
+            "ZERODOWN_DEPLOYMENT_ID": self.deployment_id,
+        }
+        return InstanceSpec(
+            service=self.service_name,
+            revision=release.sha,
+            instance_id=instance_id,
+            command=self.service.run,
+            workdir=str(release.path),
+            env=env,
+            port_env=self.service.port_env,
+            stop_timeout=self.service.stop_timeout,
+            memory_limit=self.service.memory,
+            restart=self.service.restart,
+            labels=self.labels(release.sha),
+        )
+
+    def labels(self, revision: str) -> dict[str, str]:
+        """Labels that tie an instance to this fleet, this deployment and its revision."""
+        return {
+            "environment": self.environment_name,
+            "deployment": self.deployment_id,
+            "revision": revision,
+        }
+
+    async def launch(self, release: ReleaseSource, instance_id: str | None = None) -> FleetMember:
+        """Start one instance of `release`; returns once its process runs (not once healthy)."""
+        instance_id = instance_id or self.new_instance_id(release.sha)
+        self.touched = True
+        info = await self.runtime.start(self.instance_spec(release, instance_id))
+        await self.sink.emit(
+            EventKind.INSTANCE_STARTING,
+            f"started {instance_id} ({release.sha[:12]}) on {info.address}",
+            {"instance": instance_id, "revision": release.sha, "port": info.port},
+        )
+        return self._member_of(info)
+
+    async def await_healthy(self, member: FleetMember) -> None:
+        """Probe a starting instance until healthy; HealthCheckFailed names it and says why."""
+        instance_id = member.instance_id
+
+        def on_result(result: ProbeResult) -> None:
+            self.sink.emit_soon(
+                EventKind.HEALTH_PROBE,
+                f"{instance_id}: {'pass' if result.ok else 'fail'}: {result.detail}",
+                {
+                    "instance": instance_id,
+                    "ok": result.ok,
+                    "detail": result.detail,
+                    "seconds": result.seconds,
+                    "status_code": result.status_code,
+                },
+            )
+
+        try:
+            report = await wait_until_healthy(
+                self.health,
+                member.host,
+                member.port,
+                alive=self._exit_code_of(instance_id),
+                on_result=on_result,
+                clock=self.clock,
+                prober=self.prober,
+            )
+        except HealthCheckFailed as exc:
+            revision = member.revision[:12]
+            reason = f"instance {instance_id} ({revision}) failed its health check: {exc}"
+            await self.sink.emit(
+                EventKind.INSTANCE_FAILED, reason, {"instance": instance_id, "reason": str(exc)}
+            )
+            raise HealthCheckFailed(reason) from exc
+        await self.sink.emit(
+            EventKind.INSTANCE_HEALTHY,
+            f"{instance_id} is healthy after {report.seconds:.2f} s ({report.probes} probes)",
+            {"instance": instance_id, "seconds": report.seconds, "probes": report.probes},
+        )
+
+    def _exit_code_of(self, instance_id: str) -> Callable[[], Awaitable[int | None]]:
+        async def alive() -> int | None:
+            # Any exit counts during a start, even one the supervisor is about to restart.
+            try:
+                info = await self.runtime.inspect(instance_id)
+            except InstanceNotFound:
+                return -1
+            exited = info.state in (InstanceState.STOPPED, InstanceState.FAILED)
+            if exited or info.state is InstanceState.RESTARTING or info.restarts > 0:
+                return info.exit_code if info.exit_code is not None else -1
+            return None
+
+        return alive
+
+    async def admit(self, member: FleetMember) -> None:
+        """Send the (checked) instance traffic now."""
+        target = TargetSpec(
+            service=self.route_name,
+            target_id=member.instance_id,
+            host=member.host,
+            port=member.port,
+            revision=member.revision,
+            labels=self.labels(member.revision) | {"deployment": member.deployment or ""},
+        )
+        await self.router.add_target(target, healthy=True)
+        await self.sink.emit(
+            EventKind.TRAFFIC_ADDED,
+            f"{member.instance_id} takes traffic",
+            {"instance": member.instance_id, "revision": member.revision},
+        )
+
+    async def drain(self, member: FleetMember) -> None:
+        """Take the instance out of the router once its in-flight requests end (or time out)."""
+        if not member.in_router:
+            return
+        self.touched = True
+        await self.sink.emit(
+            EventKind.DRAIN_STARTED,
+            f"draining {member.instance_id}",
+            {"instance": member.instance_id},
+        )
+        result = await self.router.drain_target(
+            self.route_name, member.instance_id, timeout=self.service.drain_timeout
+        )
+        await self.sink.emit(
+            EventKind.DRAIN_FINISHED,
+            f"drained {member.instance_id} in {result.seconds:.2f} s "
+            f"({result.finished} finished, {result.forced} cut at the timeout)",
+            {
+                "instance": member.instance_id,
+                "seconds": result.seconds,
+                "finished": result.finished,
+                "forced": result.forced,
+            },
+        )
+
+    async def stop(self, member: FleetMember) -> None:
+        """Stop the instance's process and forget it (an instance the runtime lost is skipped)."""
+        self.touched = True
+        try:
+            info = await self.runtime.stop(member.instance_id, timeout=self.service.stop_timeout)
+        except InstanceNotFound:
+            return
+        await self.sink.emit(
+            EventKind.INSTANCE_STOPPED,
+            f"stopped {member.instance_id} (exit code {info.exit_code})",
+            {"instance": member.instance_id, "exit_code": info.exit_code},
+        )
+        with contextlib.suppress(InstanceNotFound):
+            await self.runtime.remove(member.instance_id)
+
+    async def retire(self, member: FleetMember) -> None:
+        """Drain, then stop: no request in flight is cut (up to the drain timeout)."""
+        await self.drain(member)
+        await self.stop(member)
+
+    async def sweep(self) -> None:
+        """Forget instances that no longer run and take no traffic (crashed or left stopped).
+
+        Housekeeping after a success: a failure here is logged, never raised.
+        """
+        try:
+            members = await self.members()
+        except (RouterError, RuntimeBackendError) as exc:
+            log.warning("could not list %s to clean up: %s", self.route_name, exc)
+            return
+        for member in members:
+            if not member.live and member.state is not None:
+                try:
+                    await self.runtime.remove(member.instance_id)
+                except RuntimeBackendError as exc:
+                    # Housekeeping only: a leftover that cannot go now goes on a later deploy.
+                    log.warning("could not remove %s: %s", member.instance_id, exc)
+
+    async def start_admitted(self, release: ReleaseSource) -> FleetMember:
+        """Launch one instance, wait until healthy, admit it: the unit of a surge."""
+        member = await self.launch(release)
+        await self.await_healthy(member)
+        await self.admit(member)
+        return member
+
+    async def restore(self, release: ReleaseSource, wanted: int, *, undo: str) -> None:
+        """Bring the fleet back to `wanted` serving instances of `release`, then retire the rest.
+
+        Instances of `release` not started by deployment `undo` stay; missing ones start first and
+        take traffic before anything of `undo` is drained, so traffic never stops. If a missing one
+        cannot start, only instances that serve no traffic are retired and the error is raised.
+        """
+        members = await self.live()
+        keep = [
+            m for m in members if m.serving and m.revision == release.sha and m.deployment != undo
+        ][:wanted]
+        missing = wanted - len(keep)
+        outcomes = await asyncio.gather(
+            *(self.start_admitted(release) for _ in range(missing)), return_exceptions=True
+        )
+        errors = [o for o in outcomes if isinstance(o, BaseException)]
+        kept = {m.instance_id for m in keep} | {
+            o.instance_id for o in outcomes if isinstance(o, FleetMember)
+        }
+        rest = [m for m in await self.live() if m.instance_id not in kept]
+        if errors:
+            rest = [m for m in rest if not m.serving]
+        await run_all(self.retire(m) for m in rest)
+        if errors:
+            raise errors[0]
+
+    async def clear(self, deployment: str) -> None:
+        """Retire every instance that `deployment` started (a first deploy that failed)."""
+        await run_all(self.retire(m) for m in await self.live() if m.deployment == deployment)
+
+    def _member_of(self, info: InstanceInfo) -> FleetMember:
+        return FleetMember(
+            instance_id=info.instance_id,
+            revision=info.revision,
+            deployment=info.labels.get("deployment", self.deployment_id),
+            host=info.host,
+            port=info.port,
+            in_router=False,
+            state=info.state,
+        )

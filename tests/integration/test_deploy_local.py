@@ -1,0 +1,302 @@
+"""Deployments end to end: real LocalRuntime instances of examples/webapp/app.py behind the real
+built-in router on a random loopback port, history in SQLite, closed-loop load while deploying."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+
+from zerodown.config.loader import LoadedConfig, load_config
+from zerodown.engine.deployer import Deployer, DeployRequest
+from zerodown.engine.events import DeploymentState, EventKind
+from zerodown.engine.recovery import recover_unfinished
+from zerodown.loadgen import LoadReport, LoadSpec, run_load
+from zerodown.routers.builtin.client import BuiltinRouter, ensure_router, stop_router
+from zerodown.runtimes.local import LocalRuntime
+from zerodown.store.base import DeploymentRecord
+from zerodown.store.sql import SqlHistoryStore, open_store
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
+
+REPO = Path(__file__).resolve().parents[2]
+WEBAPP = REPO / "examples" / "webapp"
+# Revision "bad" fails its health check; BOOT_<rev> delays that revision's boot.
+RUN = (
+    'if [ "$ZERODOWN_REVISION" = bad ]; then export FAIL_HEALTH=1; fi; '
+    f"exec {sys.executable} app.py"
+)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Stack:
+    """A state dir with a router daemon, a runtime and a store, and a zerodown.yml to write."""
+
+    root: Path
+    port: int
+    runtime: LocalRuntime
+    router: BuiltinRouter
+    store: SqlHistoryStore
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def write_config(
+        self,
+        *,
+        instances: int = 1,
+        strategy: dict[str, Any] | None = None,
+        hooks: dict[str, str] | None = None,
+        env: dict[str, str] | None = None,
+    ) -> LoadedConfig:
+        """Write zerodown.yml (service `api`, environment `prod`) and load it."""
+        data = {
+            "state_dir": "state",
+            "router": {"listen": [f"127.0.0.1:{self.port}"]},
+            "services": {
+                "api": {
+                    "workdir": str(WEBAPP),
+                    "run": RUN,
+                    "instances": instances,
+                    "drain_timeout": 5,
+                    "stop_timeout": 5,
+                    "env": env or {},
+                    "hooks": hooks or {},
+                    "health": {
+                        "path": "/health",
+                        "healthy_threshold": 1,
+                        "unhealthy_threshold": 2,
+                        "interval": 0.1,
+                        "start_interval": 0.1,
+                        "timeout": 2,
+                        "deadline": 30,
+                    },
+                }
+            },
+            "environments": {"prod": {"strategy": strategy or {}}},
+        }
+        path = self.root / "zerodown.yml"
+        path.write_text(yaml.safe_dump(data))
+        return load_config(path, environ={})
+
+    def deployer(self, loaded: LoadedConfig) -> Deployer:
+        """A Deployer on this stack."""
+        return Deployer(loaded, runtime=self.runtime, router=self.router, store=self.store)
+
+    async def deploy(self, loaded: LoadedConfig, revision: str) -> DeploymentRecord:
+        """Deploy `revision` of api to prod."""
+        return await self.deployer(loaded).deploy(DeployRequest("api", "prod", revision, "test"))
+
+    async def versions(self, requests: int = 20) -> set[str]:
+        """The versions the router serves now, from a few requests."""
+        async with httpx.AsyncClient(timeout=10) as client:
+            answers = [(await client.get(self.url + "/")).json() for _ in range(requests)]
+        return {a["version"] for a in answers}
+
+    async def running_revisions(self) -> list[str]:
+        """Revisions of the instances whose process runs."""
+        return sorted(i.revision for i in await self.runtime.list("api") if i.state == "running")
+
+
+@pytest.fixture
+async def stack() -> AsyncIterator[Stack]:
+    # A short path: the router's control socket must fit in sun_path (108 bytes).
+    root = Path(tempfile.mkdtemp(prefix="zd-e-", dir="/tmp"))
+    state = root / "state"
+    port = _free_port()
+    runtime = LocalRuntime(state)
+    store: SqlHistoryStore | None = None
+    try:
+        await ensure_router(state, [f"127.0.0.1:{port}"])
+        store = open_store(f"sqlite:///{state / 'history.db'}")
+        yield Stack(root, port, runtime, BuiltinRouter(state), store)
+    finally:
+        for info in await runtime.list():
+            await runtime.stop(info.instance_id, timeout=2)
+            await runtime.remove(info.instance_id)
+        await stop_router(state, timeout=10)
+        if store is not None:
+            await store.close()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+class Load:
+    """Closed-loop load (30 clients) through the router while a block runs."""
+
+    def __init__(self, url: str, connections: int = 30) -> None:
+        self.spec = LoadSpec(url=url, connections=connections, max_seconds=120, timeout=15)
+        self.stop = asyncio.Event()
+        self.task: asyncio.Task[LoadReport] | None = None
+
+    async def __aenter__(self) -> Load:
+        self.task = asyncio.ensure_future(run_load(self.spec, self.stop))
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.stop.set()
+
+    async def report(self) -> LoadReport:
+        assert self.task is not None
+        return await self.task
+
+
+async def test_one_instance_rolling_surge_deploy_under_load_fails_no_request(
+    stack: Stack,
+) -> None:
+    """One instance, v1 -> v2 under 30 concurrent clients: 0 failed requests, v2 served after."""
+    loaded = stack.write_config(instances=1)
+    assert (await stack.deploy(loaded, "v1")).state is DeploymentState.SUCCEEDED
+    async with Load(stack.url) as load:
+        record = await stack.deploy(loaded, "v2")
+    report = await load.report()
+    assert record.state is DeploymentState.SUCCEEDED, record.reason
+    assert report.sent > 100
+    assert report.failed == 0, report.failures.most_common(3)
+    assert set(report.versions) == {"v1", "v2"}
+    assert await stack.versions() == {"v2"}
+    assert await stack.running_revisions() == ["v2"]
+
+
+async def test_two_instance_rolling_deploy_replaces_both(stack: Stack) -> None:
+    """Two instances, rolling v1 -> v2: both replaced batch by batch, events in the store."""
+    loaded = stack.write_config(instances=2)
+    assert (await stack.deploy(loaded, "v1")).state is DeploymentState.SUCCEEDED
+    record = await stack.deploy(loaded, "v2")
+    assert record.state is DeploymentState.SUCCEEDED, record.reason
+    assert record.previous_revision == "v1"
+    kinds = [e.kind for _, e in await stack.store.events(record.id)]
+    assert kinds.count(EventKind.BATCH_STARTED) == 2
+    assert kinds.count(EventKind.TRAFFIC_ADDED) == 2 and kinds.count(EventKind.DRAIN_FINISHED) == 2
+    assert await stack.versions() == {"v2"}
+    assert await stack.running_revisions() == ["v2", "v2"]
+
+
+async def test_unhealthy_revision_rolls_back_under_load_without_a_failed_request(
+    stack: Stack,
+) -> None:
+    """Revision `bad` answers 503 on /health: rolled back, v1 everywhere, 0 failed requests."""
+    loaded = stack.write_config(instances=2)
+    assert (await stack.deploy(loaded, "v1")).state is DeploymentState.SUCCEEDED
+    async with Load(stack.url) as load:
+        record = await stack.deploy(loaded, "bad")
+    report = await load.report()
+    assert record.state is DeploymentState.ROLLED_BACK
+    assert "failed its health check" in (record.reason or "")
+    assert report.failed == 0, report.failures.most_common(3)
+    assert set(report.versions) == {"v1"}
+    assert await stack.running_revisions() == ["v1", "v1"]
+
+
+async def test_in_place_hooks_run_in_codedeploy_order(stack: Stack) -> None:
+    """in-place with every hook appending its name to a file: the file shows CodeDeploy order."""
+    journal = stack.root / "hooks.txt"
+    names = [
+        "BeforeBlockTraffic", "BlockTraffic", "AfterBlockTraffic", "ApplicationStop",
+        "BeforeInstall", "Install", "AfterInstall", "ApplicationStart", "ValidateService",
+        "BeforeAllowTraffic", "AllowTraffic", "AfterAllowTraffic",
+    ]  # fmt: skip
+    hooks = {n: f'echo "$ZERODOWN_HOOK $ZERODOWN_REVISION" >> {journal}' for n in names}
+    loaded = stack.write_config(instances=1, strategy={"type": "in-place"}, hooks=hooks)
+    assert (await stack.deploy(loaded, "v1")).state is DeploymentState.SUCCEEDED
+    journal.unlink()
+    record = await stack.deploy(loaded, "v2")
+    assert record.state is DeploymentState.SUCCEEDED, record.reason
+    assert journal.read_text().split("\n")[:-1] == [f"{n} v2" for n in names]
+    assert await stack.versions() == {"v2"}
+
+
+async def test_all_at_once_replaces_every_instance(stack: Stack) -> None:
+    """all-at-once: both v1 stop, both v2 start and serve."""
+    loaded = stack.write_config(instances=2, strategy={"type": "all-at-once"})
+    assert (await stack.deploy(loaded, "v1")).state is DeploymentState.SUCCEEDED
+    record = await stack.deploy(loaded, "v2")
+    assert record.state is DeploymentState.SUCCEEDED, record.reason
+    assert await stack.versions() == {"v2"}
+    assert await stack.running_revisions() == ["v2", "v2"]
+
+
+_DEPLOY_SCRIPT = """
+import asyncio, sys
+from zerodown.config.loader import load_config
+from zerodown.engine.deployer import Deployer, DeployRequest
+from zerodown.routers.builtin.client import BuiltinRouter
+from zerodown.runtimes.local import LocalRuntime
+from zerodown.store.sql import open_store
+
+async def main():
+    loaded = load_config(sys.argv[1], environ={})
+    deployer = Deployer(loaded, runtime=LocalRuntime(loaded.state_dir),
+                        router=BuiltinRouter(loaded.state_dir), store=open_store(loaded.store_url))
+    await deployer.deploy(DeployRequest("api", "prod", sys.argv[2], "crash-test"))
+
+asyncio.run(main())
+"""
+
+
+async def _wait_for_event(store: SqlHistoryStore, kind: EventKind, timeout: float) -> str:
+    """The id of the newest deployment once it has an event of `kind` (polled: another process
+    writes it)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        newest = await store.list_deployments(service="api", limit=1)
+        events = await store.events(newest[0].id) if newest else []
+        if newest and newest[0].revision == "v2" and any(e.kind is kind for _, e in events):
+            return newest[0].id
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"no {kind} event within {timeout} s")
+
+
+async def test_recovery_after_sigkill_mid_batch_ends_the_deployment_and_traffic_flows(
+    stack: Stack,
+) -> None:
+    """A deploy process SIGKILLed after an instance became healthy: recover_unfinished ends it
+    ROLLED_BACK or SUCCEEDED (never in_progress), and no request fails throughout."""
+    loaded = stack.write_config(instances=2, env={"BOOT_SECONDS": "0.5"})
+    assert (await stack.deploy(loaded, "v1")).state is DeploymentState.SUCCEEDED
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    async with Load(stack.url) as load:
+        child = subprocess.Popen(  # noqa: ASYNC220 - a deploy process to SIGKILL, not awaited
+            [sys.executable, "-c", _DEPLOY_SCRIPT, str(loaded.path), "v2"],
+            env=env,
+            stdin=subprocess.DEVNULL,
+        )
+        try:
+            deployment_id = await _wait_for_event(stack.store, EventKind.INSTANCE_HEALTHY, 30)
+        finally:
+            child.send_signal(signal.SIGKILL)
+            child.wait(timeout=10)
+        assert (await stack.store.get_deployment(deployment_id)).state == "in_progress"
+        ended = await recover_unfinished(loaded, stack.runtime, stack.router, stack.store)
+        served_after = await stack.versions()
+    report = await load.report()
+    assert [r.id for r in ended] == [deployment_id]
+    final = ended[0]
+    print(f"recovered: {final.state}: {final.reason}")
+    assert final.state in (DeploymentState.ROLLED_BACK, DeploymentState.SUCCEEDED)
+    assert "control-plane crash" in (final.reason or "")
+    assert await stack.store.unfinished() == []
+    assert report.failed == 0, report.failures.most_common(3)
+    wanted = "v1" if final.state is DeploymentState.ROLLED_BACK else "v2"
+    assert served_after == {wanted}
+    assert await stack.running_revisions() == [wanted, wanted]
