@@ -15,7 +15,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from zerodown.errors import ZerodownError
+from zerodown.config import load_config
+from zerodown.errors import ConfigError, ZerodownError
 from zerodown.routers.builtin.client import (
     BuiltinRouter,
     ensure_router,
@@ -30,8 +31,12 @@ errors = Console(stderr=True)
 T = TypeVar("T")
 
 StateDir = Annotated[
-    Path,
-    typer.Option("--state-dir", envvar="ZERODOWN_STATE_DIR", help="zerodown's state directory."),
+    Path | None,
+    typer.Option(
+        "--state-dir",
+        envvar="ZERODOWN_STATE_DIR",
+        help="zerodown's state directory (default: from zerodown.yml, else .zerodown).",
+    ),
 ]
 Listen = Annotated[
     list[str] | None,
@@ -44,6 +49,19 @@ DEFAULT_STATE_DIR = Path(".zerodown")
 DEFAULT_LISTEN = "127.0.0.1:8080"
 
 
+def _where(state_dir: Path | None, listen: list[str] | None) -> tuple[Path, list[str]]:
+    """State dir and listen addresses: flags, else the nearest zerodown.yml, else the defaults."""
+    if state_dir is not None:
+        return state_dir, listen or [DEFAULT_LISTEN]
+    try:
+        loaded = load_config()
+    except ConfigError as exc:
+        if exc.path and Path(exc.path).exists():
+            raise  # a zerodown.yml that is broken must be fixed, not ignored
+        return DEFAULT_STATE_DIR, listen or [DEFAULT_LISTEN]
+    return loaded.state_dir, listen or list(loaded.config.router.listen)
+
+
 def _run(coro: Coroutine[Any, Any, T]) -> T:
     try:
         return asyncio.run(coro)
@@ -54,7 +72,7 @@ def _run(coro: Coroutine[Any, Any, T]) -> T:
 
 @router_app.command()
 def run(
-    state_dir: StateDir = DEFAULT_STATE_DIR,
+    state_dir: StateDir = None,
     listen: Listen = None,
     grace: Annotated[
         float | None, typer.Option(help="Drain seconds (default 30, or the old router's).")
@@ -64,10 +82,11 @@ def run(
     """Run the router in the foreground (what `start` runs in the background)."""
     from zerodown.routers.builtin.daemon import main  # the proxy loads only here
 
-    args = ["--state-dir", str(state_dir)]
+    where, addresses = _where(state_dir, listen)
+    args = ["--state-dir", str(where)]
     if grace is not None:
         args += ["--grace", str(grace)]
-    for address in listen or ([] if takeover else [DEFAULT_LISTEN]):
+    for address in [] if takeover and not listen else addresses:
         args += ["--listen", address]
     if takeover:
         args.append("--takeover")
@@ -77,34 +96,34 @@ def run(
 
 
 @router_app.command()
-def start(
-    state_dir: StateDir = DEFAULT_STATE_DIR, listen: Listen = None, grace: Grace = 30.0
-) -> None:
+def start(state_dir: StateDir = None, listen: Listen = None, grace: Grace = 30.0) -> None:
     """Start the router in the background unless one is running."""
-    info = _run(ensure_router(state_dir, listen or [DEFAULT_LISTEN], grace=grace))
+    where, addresses = _where(state_dir, listen)
+    info = _run(ensure_router(where, addresses, grace=grace))
     console.print(f"router pid {info['pid']} listening on {', '.join(info['listen'])}")
 
 
 @router_app.command()
-def restart(state_dir: StateDir = DEFAULT_STATE_DIR) -> None:
+def restart(state_dir: StateDir = None) -> None:
     """Replace the running router with a new process without dropping a connection."""
-    info = _run(restart_router(state_dir))
+    info = _run(restart_router(_where(state_dir, None)[0]))
     console.print(f"router pid {info['pid']} took over on {', '.join(info['listen'])}")
 
 
 @router_app.command()
-def stop(state_dir: StateDir = DEFAULT_STATE_DIR) -> None:
+def stop(state_dir: StateDir = None) -> None:
     """Stop the router, letting open connections finish within its grace period."""
-    pid = _run(stop_router(state_dir))
+    pid = _run(stop_router(_where(state_dir, None)[0]))
     console.print("no router was running" if pid is None else f"router pid {pid} stopped")
 
 
 @router_app.command()
-def status(state_dir: StateDir = DEFAULT_STATE_DIR) -> None:
+def status(state_dir: StateDir = None) -> None:
     """Show the router's routes and targets."""
+    where = _where(state_dir, None)[0]
 
     async def gather() -> tuple[dict[str, Any], list[Any]]:
-        router = BuiltinRouter(state_dir)
+        router = BuiltinRouter(where)
         return await router.ping(), await router.status()
 
     info, routes = _run(gather())

@@ -1,0 +1,5 @@
+"""`python -m zerodown` is the `zerodown` command."""
+
+from zerodown.cli import main
+
+main()

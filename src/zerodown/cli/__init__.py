@@ -1,0 +1,52 @@
+"""zerodown's command line. Only this package exits the process.
+
+Every failure is sorted into a known error (one red line, the error's exit code: 2 for bad input, 1
+otherwise) or an unexpected one (the traceback goes to a log file; the user is asked to report it).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+import traceback
+from pathlib import Path
+
+import click
+from rich.console import Console
+
+from zerodown.errors import ZerodownError
+
+EXIT_UNEXPECTED = 70  # EX_SOFTWARE
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the `zerodown` command."""
+    from zerodown.cli.app import app
+
+    errors = Console(stderr=True, highlight=False)
+    try:
+        app(args=argv, standalone_mode=False, prog_name="zerodown")
+    except ZerodownError as exc:
+        errors.print(f"[bold red]error:[/bold red] {exc}", soft_wrap=True)
+        sys.exit(exc.exit_code)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        errors.print("[yellow]aborted[/yellow]")
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(2)
+    except KeyboardInterrupt:
+        errors.print("[yellow]interrupted[/yellow]")
+        sys.exit(130)
+    except Exception:
+        log = Path.home() / ".zerodown" / f"crash-{time.strftime('%Y%m%d-%H%M%S')}.log"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        log.write_text(traceback.format_exc())
+        errors.print(
+            "[bold red]unexpected error[/bold red]: zerodown itself failed; the traceback is in "
+            f"{log}. Please report this (the router and your instances keep serving).",
+            soft_wrap=True,
+        )
+        sys.exit(EXIT_UNEXPECTED)

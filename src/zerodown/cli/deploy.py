@@ -1,0 +1,418 @@
+"""Deployment commands: deploy, rollback, abort, status, history, logs, stop."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from zerodown.cli.progress import ConsoleProgress
+from zerodown.config import LoadedConfig, load_config
+from zerodown.control_plane import ControlPlane, FleetStatus, check_target
+from zerodown.engine.deployer import Deployer, DeployRequest
+from zerodown.engine.events import DeploymentState
+from zerodown.errors import ConfigError, ZerodownError
+from zerodown.store.base import DeploymentRecord
+
+console = Console(highlight=False)
+T = TypeVar("T")
+
+ConfigOption = Annotated[
+    Path | None, typer.Option("--config", "-c", help="zerodown.yml (default: search upwards).")
+]
+EnvOption = Annotated[str, typer.Option("--env", "-e", help="Environment, e.g. dev or prod.")]
+JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+
+
+def _actor(explicit: str | None) -> str:
+    if explicit:
+        return explicit
+    try:
+        name = subprocess.run(
+            ["git", "config", "user.name"], capture_output=True, text=True, timeout=5, check=False
+        ).stdout.strip()
+    except OSError:
+        name = ""
+    return name or os.environ.get("USER", "unknown")
+
+
+def _open_and_run(
+    config: Path | None,
+    work: Callable[[ControlPlane], Awaitable[T]],
+    *,
+    recover: bool = True,
+) -> T:
+    loaded = load_config(config)
+
+    async def main() -> T:
+        plane = await ControlPlane.open(loaded, recover=recover)
+        try:
+            return await work(plane)
+        finally:
+            await plane.close()
+
+    return asyncio.run(main())
+
+
+_ABORT_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1)
+_SIGNAL_SOURCES = {
+    signal.SIGINT: "Ctrl-C",
+    signal.SIGTERM: "SIGTERM",
+    signal.SIGUSR1: "`zerodown abort`",
+}
+
+
+def _run_deployment(
+    loaded: LoadedConfig,
+    work: Callable[[Deployer], Awaitable[DeploymentRecord]],
+    *,
+    verbose: bool = False,
+) -> DeploymentRecord:
+    """Open the control plane and run one deployment with live progress. The first Ctrl-C,
+    SIGTERM or SIGUSR1 (`zerodown abort`) fails it and rolls the fleet back; later ones are
+    refused while the rollback runs, so the fleet is never left half-switched."""
+
+    async def main() -> DeploymentRecord:
+        progress = ConsoleProgress(console, verbose=verbose)
+        plane = await ControlPlane.open(loaded, observers=[progress])
+        loop = asyncio.get_running_loop()
+        aborted = False
+        deployer = plane.deployer([progress])
+
+        def on_signal(sig: signal.Signals) -> None:
+            nonlocal aborted
+            if aborted:
+                console.print(f"[yellow]{sig.name}: rolling back already; let it finish[/yellow]")
+                return
+            aborted = True
+            console.print(f"[bold yellow]{sig.name}: aborting; the fleet rolls back[/bold yellow]")
+            deployer.abort(reason=f"aborted by {_SIGNAL_SOURCES[sig]}")
+
+        for sig in _ABORT_SIGNALS:
+            loop.add_signal_handler(sig, on_signal, sig)
+        try:
+            return await work(deployer)
+        finally:
+            for sig in _ABORT_SIGNALS:
+                loop.remove_signal_handler(sig)
+            await plane.close()
+
+    return asyncio.run(main())
+
+
+def _finish(record: DeploymentRecord) -> None:
+    seconds = f"{record.duration:.1f}s" if record.duration is not None else "-"
+    if record.state is DeploymentState.SUCCEEDED:
+        console.print(
+            f"[bold green]succeeded[/bold green] {record.service}/{record.environment} "
+            f"{record.revision[:12]} in {seconds} (deployment {record.id[:8]})"
+        )
+        raise typer.Exit(0)
+    console.print(
+        f"[bold red]{record.state.value}[/bold red] {record.service}/{record.environment} "
+        f"{record.revision[:12]} after {seconds}: {record.reason} (deployment {record.id[:8]})",
+        soft_wrap=True,
+    )
+    raise typer.Exit(1)
+
+
+def deploy(
+    service: Annotated[str, typer.Argument(help="Service to deploy.")],
+    env: EnvOption,
+    revision: Annotated[str, typer.Option("--revision", "-r", help="git sha, branch or tag.")],
+    actor: Annotated[str | None, typer.Option(help="Who deploys (default: git user).")] = None,
+    wait: Annotated[bool, typer.Option(help="Wait for a running deployment to end.")] = False,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Every probe, hook output.")
+    ] = False,
+    config: ConfigOption = None,
+) -> None:
+    """Deploy a revision of SERVICE; exit 0 succeeded, 1 failed (rolled back), 2 bad input."""
+    loaded = load_config(config)
+    check_target(loaded, service, env)
+    request = DeployRequest(
+        service=service, environment=env, revision=revision, actor=_actor(actor)
+    )
+    wait_for_lock = 600.0 if wait else None
+    _finish(
+        _run_deployment(
+            loaded,
+            lambda deployer: deployer.deploy(request, wait_for_lock=wait_for_lock),
+            verbose=verbose,
+        )
+    )
+
+
+def rollback(
+    service: Annotated[str, typer.Argument(help="Service to roll back.")],
+    env: EnvOption,
+    to: Annotated[
+        str | None, typer.Option("--to", help="Revision (default: previous good).")
+    ] = None,
+    actor: Annotated[str | None, typer.Option(help="Who rolls back (default: git user).")] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Put SERVICE back on the previous successful revision (or --to REV), with zero downtime."""
+    loaded = load_config(config)
+    check_target(loaded, service, env)
+    who = _actor(actor)
+    _finish(
+        _run_deployment(loaded, lambda deployer: deployer.rollback(service, env, to=to, actor=who))
+    )
+
+
+def abort(
+    service: Annotated[str, typer.Argument(help="Service whose deployment to abort.")],
+    env: EnvOption,
+    config: ConfigOption = None,
+) -> None:
+    """Abort the running deployment of SERVICE in ENV: it rolls the fleet back."""
+
+    async def work(plane: ControlPlane) -> None:
+        check_target(plane.loaded, service, env)
+        holder = await plane.store.lock_holder(service, env)
+        if holder is None:
+            raise ConfigError(f"no deployment of {service}/{env} is running: nothing to abort")
+        try:
+            os.kill(holder.pid, signal.SIGUSR1)
+        except ProcessLookupError:
+            raise ZerodownError(
+                f"deployment {holder.deployment_id[:8]} has no running process (pid {holder.pid}); "
+                "the next zerodown command recovers it"
+            ) from None
+        console.print(
+            f"asked deployment {holder.deployment_id[:8]} (pid {holder.pid}) to abort; "
+            "it rolls the fleet back"
+        )
+
+    _open_and_run(config, work, recover=False)
+
+
+def _status_json(items: list[FleetStatus]) -> list[dict[str, Any]]:
+    out = []
+    for item in items:
+        targets = []
+        if item.route:
+            for t in item.route.targets:
+                targets.append(
+                    {
+                        "instance": t.spec.target_id,
+                        "address": t.spec.address,
+                        "revision": t.spec.revision,
+                        "weight": t.spec.weight,
+                        "health": t.health.value,
+                        "draining": t.draining,
+                        "inflight": t.inflight,
+                    }
+                )
+        out.append(
+            {
+                "service": item.service,
+                "environment": item.environment,
+                "revision": item.revision,
+                "healthy": item.route.healthy_count if item.route else 0,
+                "targets": targets,
+                "instances": [
+                    {
+                        "instance": i.instance_id,
+                        "revision": i.revision,
+                        "state": i.state.value,
+                        "pid": i.pid,
+                        "port": i.port,
+                        "restarts": i.restarts,
+                    }
+                    for i in item.instances
+                ],
+                "last_deployment": _record_json(item.last) if item.last else None,
+            }
+        )
+    return out
+
+
+def _record_json(record: DeploymentRecord) -> dict[str, Any]:
+    return {
+        "id": record.id,
+        "service": record.service,
+        "environment": record.environment,
+        "revision": record.revision,
+        "previous_revision": record.previous_revision,
+        "kind": record.kind,
+        "strategy": record.strategy,
+        "state": record.state.value,
+        "actor": record.actor,
+        "reason": record.reason,
+        "created_at": record.created_at,
+        "started_at": record.started_at,
+        "finished_at": record.finished_at,
+        "duration": record.duration,
+    }
+
+
+def status(as_json: JsonOption = False, config: ConfigOption = None) -> None:
+    """What runs where: revision, instances, health, last deployment."""
+    items = _open_and_run(config, lambda plane: plane.status())
+    if as_json:
+        print(json.dumps(_status_json(items), indent=2))
+        return
+    for item in items:
+        healthy = item.route.healthy_count if item.route else 0
+        wanted = 0
+        last = item.last
+        console.print(
+            f"[bold]{item.service}/{item.environment}[/bold]  revision "
+            f"{(item.revision or '-')[:12]}  healthy {healthy}"
+            + (f"  last: {last.state.value} {last.revision[:12]}" if last else "")
+            + (f" ({last.reason})" if last and last.reason else ""),
+            soft_wrap=True,
+        )
+        del wanted
+        if not item.route or not item.route.targets:
+            continue
+        table = Table(box=None, pad_edge=False)
+        for column in ("instance", "address", "revision", "health", "weight", "in-flight"):
+            table.add_column(column)
+        for t in item.route.targets:
+            health = t.health.value + (" (draining)" if t.draining else "")
+            table.add_row(
+                t.spec.target_id,
+                t.spec.address,
+                t.spec.revision[:12],
+                health,
+                str(t.spec.weight),
+                str(t.inflight),
+            )
+        console.print(table)
+
+
+def history(
+    service: Annotated[str | None, typer.Argument(help="Only this service.")] = None,
+    env: Annotated[str | None, typer.Option("--env", "-e", help="Only this environment.")] = None,
+    limit: Annotated[int, typer.Option(help="How many.")] = 20,
+    as_json: JsonOption = False,
+    config: ConfigOption = None,
+) -> None:
+    """Past deployments, newest first."""
+
+    async def work(plane: ControlPlane) -> list[DeploymentRecord]:
+        return await plane.store.list_deployments(service=service, environment=env, limit=limit)
+
+    records = _open_and_run(config, work, recover=False)
+    if as_json:
+        print(json.dumps([_record_json(r) for r in records], indent=2))
+        return
+    table = Table()
+    for column in (
+        "id",
+        "when",
+        "service",
+        "env",
+        "revision",
+        "kind",
+        "state",
+        "duration",
+        "actor",
+        "reason",
+    ):
+        table.add_column(column, overflow="fold")
+    for r in records:
+        table.add_row(
+            r.id[:8],
+            time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r.created_at)),
+            r.service,
+            r.environment,
+            r.revision[:12],
+            r.kind,
+            r.state.value,
+            f"{r.duration:.1f}s" if r.duration is not None else "-",
+            r.actor,
+            r.reason or "",
+        )
+    console.print(table)
+
+
+def logs(
+    service: Annotated[str, typer.Argument(help="Service whose instance logs to show.")],
+    env: Annotated[str | None, typer.Option("--env", "-e", help="Only this environment.")] = None,
+    follow: Annotated[
+        bool, typer.Option("--follow", "-f", help="Keep printing new lines.")
+    ] = False,
+    lines: Annotated[
+        int, typer.Option("--lines", "-n", help="Lines of history per instance.")
+    ] = 50,
+    config: ConfigOption = None,
+) -> None:
+    """Output of SERVICE's running instances (prefixed by instance)."""
+    loaded = load_config(config)
+    asyncio.run(_tail_logs(loaded, service, env, follow=follow, lines=lines))
+
+
+async def _tail_logs(
+    loaded: LoadedConfig, service: str, env: str | None, *, follow: bool, lines: int
+) -> None:
+    from zerodown.runtimes.local import LocalRuntime
+
+    if service not in loaded.config.services:
+        raise ConfigError(f"unknown service {service!r}", path=str(loaded.path), field="services")
+    runtime = LocalRuntime(loaded.state_dir)
+    infos = [
+        i for i in await runtime.list(service) if env is None or i.labels.get("environment") == env
+    ]
+    if not infos:
+        console.print(f"no instances of {service} are known")
+        return
+    positions = {i.instance_id: -lines for i in infos}  # negative: "the last N lines"
+    deadline = time.monotonic() + 24 * 3600  # bounded even when following
+    while True:
+        for info in infos:
+            if not info.log_path:
+                continue
+            text, positions[info.instance_id] = await asyncio.to_thread(
+                _read_log, Path(info.log_path), positions[info.instance_id]
+            )
+            for line in text:
+                console.print(f"[cyan]{info.instance_id}[/cyan] {line}", soft_wrap=True)
+        if not follow or time.monotonic() > deadline:
+            return
+        await asyncio.sleep(0.5)
+
+
+def _read_log(path: Path, position: int) -> tuple[list[str], int]:
+    """New lines of a log since `position` (a negative position: its last -position lines)."""
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        return [], max(position, 0)
+    if position < 0:
+        return path.read_text(errors="replace").splitlines()[position:], size
+    if size < position:  # rotated: start over
+        position = 0
+    with path.open("rb") as handle:
+        handle.seek(position)
+        chunk = handle.read(size - position).decode(errors="replace")
+    return chunk.splitlines(), size
+
+
+def stop(config: ConfigOption = None) -> None:
+    """Stop every instance and the router of this project (nothing keeps running)."""
+
+    async def work(plane: ControlPlane) -> int:
+        return await plane.stop_everything()
+
+    count = _open_and_run(config, work, recover=False)
+    console.print(f"stopped {count} instance(s) and the router")
+
+
+def register(app: typer.Typer) -> None:
+    """Add these commands to the main application."""
+    for command in (deploy, rollback, abort, status, history, logs, stop):
+        app.command()(command)
