@@ -25,7 +25,8 @@ def main(argv: list[str] | None = None) -> None:
 
     errors = Console(stderr=True, highlight=False)
     try:
-        app(args=argv, standalone_mode=False, prog_name="zerodown")
+        # without standalone mode, click returns a command's exit code instead of exiting
+        code = app(args=argv, standalone_mode=False, prog_name="zerodown")
     except ZerodownError as exc:
         errors.print(f"[bold red]error:[/bold red] {exc}", soft_wrap=True)
         sys.exit(exc.exit_code)
@@ -50,3 +51,4 @@ def main(argv: list[str] | None = None) -> None:
             soft_wrap=True,
         )
         sys.exit(EXIT_UNEXPECTED)
+    sys.exit(code if isinstance(code, int) else 0)

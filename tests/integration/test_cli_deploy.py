@@ -1,0 +1,157 @@
+"""`zerodown deploy` as CI calls it: exit codes, status, history, abort, kill -9 and stop.
+
+Real git repository (the demo's v1/v2/v3), real router, real instances, real SQLite history.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from zerodown.demo import make_repository
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Project:
+    """The demo repository with a zerodown.yml, driven through the real command line."""
+
+    def __init__(self, root: Path) -> None:
+        self.port = _free_port()
+        self.repo = make_repository(root, self.port)
+        # instances take 2 s to boot, so a deployment lasts long enough to be interrupted
+        config = self.repo / "zerodown.yml"
+        text = config.read_text().replace(
+            "    instances: 2\n", "    instances: 2\n    env: {BOOT_SECONDS: '2'}\n"
+        )
+        assert "BOOT_SECONDS" in text
+        config.write_text(text)
+
+    def run(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "zerodown", *args],
+            cwd=self.repo,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+
+    def spawn(self, *args: str) -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            [sys.executable, "-m", "zerodown", *args],
+            cwd=self.repo,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+
+    def status(self) -> dict[str, Any]:
+        done = self.run("status", "--json")
+        assert done.returncode == 0, done.stderr
+        return dict(json.loads(done.stdout)[0])
+
+    def get(self) -> httpx.Response:
+        return httpx.get(f"http://127.0.0.1:{self.port}/", timeout=10)
+
+    def sha(self, tag: str) -> str:
+        return subprocess.run(
+            ["git", "rev-parse", tag], cwd=self.repo, capture_output=True, text=True, check=True
+        ).stdout.strip()
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Iterator[Project]:
+    project = Project(tmp_path)
+    yield project
+    project.run("stop")
+
+
+def _wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.1)  # another process: nothing to await
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _lock_held(project: Project) -> bool:
+    history = json.loads(project.run("history", "--json").stdout or "[]")
+    return bool(history) and history[0]["state"] == "in_progress"
+
+
+def test_deploy_exit_codes_status_history_and_stop(project: Project) -> None:
+    first = project.run("deploy", "web", "--env", "prod", "--revision", "v1")
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "succeeded" in first.stdout
+    status = project.status()
+    assert status["revision"] == project.sha("v1")
+    assert status["healthy"] == 2
+    assert project.get().json()["version"] == "v1"
+
+    bad = project.run("deploy", "web", "--env", "prod", "--revision", "v3")
+    assert bad.returncode == 1
+    assert "rolled_back" in bad.stdout and "health" in bad.stdout
+    assert project.get().json()["version"] == "v1"
+
+    history = json.loads(project.run("history", "--json").stdout)
+    assert [h["state"] for h in history] == ["rolled_back", "succeeded"]
+    assert history[0]["reason"]
+
+    pids = [i["pid"] for i in project.status()["instances"]]
+    stopped = project.run("stop")
+    assert stopped.returncode == 0, stopped.stderr
+    for pid in pids:
+        assert not Path(f"/proc/{pid}").exists(), f"instance pid {pid} survived zerodown stop"
+    with pytest.raises(httpx.TransportError):
+        project.get()
+
+
+def test_abort_rolls_the_fleet_back(project: Project) -> None:
+    assert project.run("deploy", "web", "--env", "prod", "-r", "v1").returncode == 0
+    deploy = project.spawn("deploy", "web", "--env", "prod", "-r", "v2")
+    _wait_for(lambda: _lock_held(project), 60, "the v2 deployment to start")
+    aborted = project.run("abort", "web", "--env", "prod")
+    assert aborted.returncode == 0, aborted.stderr
+    output, _ = deploy.communicate(timeout=120)
+    assert deploy.returncode == 1, output
+    assert "aborted by `zerodown abort`" in output
+    history = json.loads(project.run("history", "--json").stdout)
+    assert history[0]["state"] in ("rolled_back", "failed")
+    assert project.get().json()["version"] == "v1"
+
+
+def test_kill_9_of_a_deploy_keeps_traffic_flowing_and_is_recovered(project: Project) -> None:
+    assert project.run("deploy", "web", "--env", "prod", "-r", "v1").returncode == 0
+    deploy = project.spawn("deploy", "web", "--env", "prod", "-r", "v2")
+    _wait_for(lambda: _lock_held(project), 60, "the v2 deployment to start")
+    os.kill(deploy.pid, signal.SIGKILL)
+    deploy.wait(timeout=10)
+    # the data plane does not need the control plane
+    for _ in range(20):
+        assert project.get().status_code == 200
+    status = project.status()  # opening the control plane recovers the deployment
+    last = status["last_deployment"]
+    assert isinstance(last, dict)
+    assert last["state"] in ("rolled_back", "succeeded")
+    assert "crash" in last["reason"] or last["state"] == "succeeded"
+    version = project.get().json()["version"]
+    assert version == ("v1" if last["state"] == "rolled_back" else "v2")
