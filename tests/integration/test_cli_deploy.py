@@ -155,3 +155,26 @@ def test_kill_9_of_a_deploy_keeps_traffic_flowing_and_is_recovered(project: Proj
     assert "crash" in last["reason"] or last["state"] == "succeeded"
     version = project.get().json()["version"]
     assert version == ("v1" if last["state"] == "rolled_back" else "v2")
+
+
+def test_deploy_goes_through_a_running_serve_and_serve_stopping_keeps_traffic(
+    project: Project,
+) -> None:
+    serve = project.spawn("serve")
+    try:
+        sock = project.repo / ".zerodown" / "control-plane.sock"
+        _wait_for(sock.exists, 60, "zerodown serve to listen")
+        done = project.run("deploy", "web", "--env", "prod", "-r", "v1", "--actor", "ci-bot")
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert "batch 1/1" in done.stdout  # live progress streamed from serve
+        bad = project.run("deploy", "web", "--env", "prod", "-r", "v3")
+        assert bad.returncode == 1
+        assert "rolled_back" in bad.stdout
+        history = json.loads(project.run("history", "--json").stdout)
+        assert history[1]["actor"] == "ci-bot"
+    finally:
+        serve.send_signal(signal.SIGINT)
+        output, _ = serve.communicate(timeout=60)
+    assert serve.returncode == 0, output
+    assert "zerodown serve stopped" in output
+    assert project.get().json()["version"] == "v1"  # the data plane outlives the control plane

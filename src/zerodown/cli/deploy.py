@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -110,6 +111,58 @@ def _run_deployment(
     return asyncio.run(main())
 
 
+def _run_remote(
+    loaded: LoadedConfig, request: dict[str, Any], *, verbose: bool = False
+) -> DeploymentRecord | None:
+    """Hand the deployment to a running `zerodown serve`, if there is one, and follow it live.
+    Ctrl-C asks serve to abort it (the fleet rolls back). None: no serve runs here."""
+    from zerodown.server.socket_api import call, event_from_dict, record_from_dict, serve_is_running
+
+    state_dir = loaded.state_dir
+
+    async def main() -> DeploymentRecord | None:
+        if not await serve_is_running(state_dir):
+            return None
+        progress = ConsoleProgress(console, verbose=verbose)
+        loop = asyncio.get_running_loop()
+        aborts: set[asyncio.Task[None]] = set()
+
+        async def ask_abort(sig: signal.Signals) -> None:
+            abort = {
+                "op": "abort",
+                "service": request["service"],
+                "environment": request["environment"],
+                "reason": f"aborted by {_SIGNAL_SOURCES[sig]}",
+            }
+            async for _ in call(state_dir, abort):
+                pass
+
+        def on_signal(sig: signal.Signals) -> None:
+            console.print(f"[bold yellow]{sig.name}: asking zerodown serve to abort[/bold yellow]")
+            task = asyncio.ensure_future(ask_abort(sig))
+            aborts.add(task)
+            task.add_done_callback(aborts.discard)
+
+        for sig in _ABORT_SIGNALS:
+            loop.add_signal_handler(sig, on_signal, sig)
+        try:
+            async for answer in call(state_dir, request):
+                if "event" in answer:
+                    await progress.on_event(event_from_dict(answer["event"]))
+                elif answer.get("ok"):
+                    return record_from_dict(answer["record"])
+                else:
+                    code = int(answer.get("exit_code", 1))
+                    error = ConfigError(answer["error"]) if code == 2 else None
+                    raise error or ZerodownError(answer["error"])
+            raise ZerodownError("zerodown serve closed the connection before the deployment ended")
+        finally:
+            for sig in _ABORT_SIGNALS:
+                loop.remove_signal_handler(sig)
+
+    return asyncio.run(main())
+
+
 def _finish(record: DeploymentRecord) -> None:
     seconds = f"{record.duration:.1f}s" if record.duration is not None else "-"
     if record.state is DeploymentState.SUCCEEDED:
@@ -144,6 +197,20 @@ def deploy(
         service=service, environment=env, revision=revision, actor=_actor(actor)
     )
     wait_for_lock = 600.0 if wait else None
+    remote = _run_remote(
+        loaded,
+        {
+            "op": "deploy",
+            "service": service,
+            "environment": env,
+            "revision": revision,
+            "actor": request.actor,
+            "wait_for_lock": wait_for_lock,
+        },
+        verbose=verbose,
+    )
+    if remote is not None:
+        _finish(remote)
     _finish(
         _run_deployment(
             loaded,
@@ -166,6 +233,12 @@ def rollback(
     loaded = load_config(config)
     check_target(loaded, service, env)
     who = _actor(actor)
+    remote = _run_remote(
+        loaded,
+        {"op": "rollback", "service": service, "environment": env, "to": to, "actor": who},
+    )
+    if remote is not None:
+        _finish(remote)
     _finish(
         _run_deployment(loaded, lambda deployer: deployer.rollback(service, env, to=to, actor=who))
     )
@@ -180,6 +253,9 @@ def abort(
 
     async def work(plane: ControlPlane) -> None:
         check_target(plane.loaded, service, env)
+        if await _abort_through_serve(plane.loaded, service, env):
+            console.print(f"asked zerodown serve to abort {service}/{env}; it rolls the fleet back")
+            return
         holder = await plane.store.lock_holder(service, env)
         if holder is None:
             raise ConfigError(f"no deployment of {service}/{env} is running: nothing to abort")
@@ -196,6 +272,18 @@ def abort(
         )
 
     _open_and_run(config, work, recover=False)
+
+
+async def _abort_through_serve(loaded: LoadedConfig, service: str, env: str) -> bool:
+    """True if a running `zerodown serve` runs this deployment and took the abort."""
+    from zerodown.server.socket_api import call, serve_is_running
+
+    if not await serve_is_running(loaded.state_dir):
+        return False
+    request = {"op": "abort", "service": service, "environment": env}
+    async for answer in call(loaded.state_dir, request):
+        return bool(answer.get("ok"))
+    return False
 
 
 def _status_json(items: list[FleetStatus]) -> list[dict[str, Any]]:
@@ -412,7 +500,52 @@ def stop(config: ConfigOption = None) -> None:
     console.print(f"stopped {count} instance(s) and the router")
 
 
+def serve(config: ConfigOption = None) -> None:
+    """Run the control plane: finish interrupted deployments, take deploys from the CLI.
+
+    Ctrl-C stops only the control plane: the router and the instances keep serving.
+    """
+    from zerodown.engine.recovery import recover_unfinished
+    from zerodown.server.socket_api import ControlPlaneServer
+
+    loaded = load_config(config)
+
+    async def main() -> None:
+        progress = ConsoleProgress(console)
+        plane = await ControlPlane.open(loaded, observers=[progress])
+        server = ControlPlaneServer(plane)
+        await server.start()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        listen = ", ".join(f"http://{address}/" for address in loaded.config.router.listen)
+        console.print(
+            f"zerodown serve: router on {listen}; control plane on {server.path} "
+            "(Ctrl-C stops the control plane; the router and instances keep serving)"
+        )
+        try:
+            while not stop.is_set():
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(5):
+                        await stop.wait()
+                # a CLI deploy that was killed meanwhile is finished or rolled back here
+                await recover_unfinished(
+                    loaded,
+                    runtime=plane.runtime,
+                    router=plane.router,
+                    store=plane.store,
+                    observers=[progress],
+                )
+        finally:
+            await server.close()
+            await plane.close()
+        console.print("zerodown serve stopped; the router and instances keep serving")
+
+    asyncio.run(main())
+
+
 def register(app: typer.Typer) -> None:
     """Add these commands to the main application."""
-    for command in (deploy, rollback, abort, status, history, logs, stop):
+    for command in (serve, deploy, rollback, abort, status, history, logs, stop):
         app.command()(command)
