@@ -49,9 +49,27 @@ T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 MIGRATIONS = Path(__file__).with_name("migrations")
-# The newest migration. Opening a store that is already there skips importing Alembic (most of
-# a CLI command's start-up time); a test checks this equals the head of migrations/versions.
-HEAD_REVISION = "0001"
+
+
+def _migration_heads() -> frozenset[str]:
+    """The newest migrations (several when features add branches of their own), read from the
+    version files without importing Alembic; a test checks Alembic agrees."""
+    revisions: set[str] = set()
+    parents: set[str] = set()
+    for file in (MIGRATIONS / "versions").glob("*.py"):
+        text = file.read_text()
+        found = re.search(r'^revision(?:: str)? = "([^"]+)"', text, re.MULTILINE)
+        down = re.search(r"^down_revision[^=]*= (.+)$", text, re.MULTILINE)
+        if found:
+            revisions.add(found.group(1))
+        if down:
+            parents.update(re.findall(r'"([^"]+)"', down.group(1)))
+    return frozenset(revisions - parents)
+
+
+# Opening a store that is already at the heads skips importing Alembic (most of a CLI command's
+# start-up time).
+HEAD_REVISIONS = _migration_heads()
 BUSY_TIMEOUT_MS = 10_000
 MIN_PREFIX = 4
 # Any fixed number: PostgreSQL sessions that migrate at once queue on this advisory lock.
@@ -174,7 +192,7 @@ class SqlHistoryStore:
         """Upgrade the schema to the newest migration; safe while other processes do the same."""
         with self._serial, self._engine.connect() as connection:
             with connection.begin():
-                if _current_revision(connection) == HEAD_REVISION:
+                if _current_revisions(connection) == HEAD_REVISIONS:
                     return  # the common case, without importing Alembic
             connection.execution_options(**{_IMMEDIATE: True})
             with connection.begin():
@@ -190,7 +208,7 @@ class SqlHistoryStore:
 
         try:
             # Alembic joins the caller's transaction, so the upgrade commits (or not) as one.
-            command.upgrade(alembic_config(connection), "head")
+            command.upgrade(alembic_config(connection), "heads")
         except CommandError as exc:
             hint = ""
             if "Can't locate revision" in str(exc):
@@ -486,12 +504,12 @@ def open_store(url: str, *, clock: Clock | None = None) -> SqlHistoryStore:
     return store
 
 
-def _current_revision(connection: Connection) -> str | None:
-    """The Alembic revision the database is at (None: never migrated)."""
+def _current_revisions(connection: Connection) -> frozenset[str]:
+    """The Alembic revisions the database is at (empty: never migrated)."""
     if not sa.inspect(connection).has_table("alembic_version"):
-        return None
-    found = connection.execute(sa.text("SELECT version_num FROM alembic_version")).scalar()
-    return None if found is None else str(found)
+        return frozenset()
+    rows = connection.execute(sa.text("SELECT version_num FROM alembic_version")).scalars()
+    return frozenset(str(row) for row in rows)
 
 
 if TYPE_CHECKING:
