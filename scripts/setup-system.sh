@@ -8,6 +8,7 @@ command -v nginx >/dev/null || need+=(nginx-light)
 command -v wrk >/dev/null || need+=(wrk)
 command -v hey >/dev/null || need+=(hey)
 command -v git >/dev/null || need+=(git)
+command -v chromium >/dev/null || need+=(chromium)   # dashboard tests drive it with Playwright
 # PostgreSQL server binaries for the history store's PostgreSQL tests (Debian keeps them off PATH)
 command -v pg_ctl >/dev/null || ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || need+=(postgresql)
 if [ ${#need[@]} -gt 0 ]; then
