@@ -27,6 +27,13 @@ from zerodown.engine.events import (
     EventKind,
     check_transition,
 )
+from zerodown.engine.extensions import (
+    DeploymentContext,
+    DeploymentGuard,
+    EnvSource,
+    Masker,
+    Verifier,
+)
 from zerodown.engine.fleet import Fleet, ReleaseSource, dominant_revision
 from zerodown.engine.hooks import HookRunner
 from zerodown.engine.plan import check_plan
@@ -119,7 +126,9 @@ class DeploymentRun:
         self.record = record
         self.service = service
         self.environment = environment
-        self.recorder = EventRecorder(record.id, deployer.store, deployer.observers, deployer.clock)
+        self.recorder = EventRecorder(
+            record.id, deployer.store, deployer.observers, deployer.clock, masker=deployer.masker
+        )
         self.fleet = deployer.fleet(record.service, record.environment, record.id, self.recorder)
         self.previous: str | None = record.previous_revision
         self.restore_count = service.instances
@@ -128,6 +137,19 @@ class DeploymentRun:
     def state(self) -> DeploymentState:
         """The deployment's state as last recorded."""
         return self.record.state
+
+    def context(self, release_path: Path | None = None) -> DeploymentContext:
+        """What extensions (secrets, alarms, verification) see of this deployment."""
+        return DeploymentContext(
+            record=self.record,
+            service=self.service,
+            environment=self.environment,
+            route=self.fleet.route_name,
+            runtime=self.deployer.runtime,
+            router=self.deployer.router,
+            emit=self.recorder.emit,
+            release_path=release_path,
+        )
 
     async def transition(self, wanted: DeploymentState, **fields: Any) -> None:
         """Move to `wanted` (checked against the table), store it, and record a STATE event."""
@@ -255,8 +277,16 @@ class Deployer:
         clock: Clock | None = None,
         prober: Prober | None = None,
         prepare: ReleasePreparer | None = None,
+        env_sources: Sequence[EnvSource] = (),
+        guards: Sequence[DeploymentGuard] = (),
+        verifiers: Sequence[Verifier] = (),
+        masker: Masker | None = None,
     ) -> None:
         self.loaded = loaded
+        self.env_sources = list(env_sources)
+        self.guards = list(guards)
+        self.verifiers = list(verifiers)
+        self.masker = masker
         self.runtime = runtime
         self.router = router
         self.store = store
@@ -355,17 +385,25 @@ class Deployer:
         await run.transition(DeploymentState.IN_PROGRESS, started_at=self.clock.time())
         work = asyncio.ensure_future(self._replace(run, strategy))
         aborted = asyncio.ensure_future(abort.wait())
+        guards = {asyncio.ensure_future(guard.watch(run.context())) for guard in self.guards}
         try:
             try:
-                await asyncio.wait({work, aborted}, return_when=asyncio.FIRST_COMPLETED)
-                if not work.done():
-                    work.cancel()
-                    await asyncio.wait({work})
-                    raise DeploymentAborted(why[0])
+                pending = {work, aborted, *guards}
+                while not work.done():
+                    done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                    tripped = [g for g in done & guards if g.exception() is not None]
+                    if aborted in done or tripped:
+                        work.cancel()
+                        await asyncio.wait({work})
+                        if tripped:
+                            raise tripped[0].exception()  # type: ignore[misc]
+                        raise DeploymentAborted(why[0])
                 work.result()
             finally:
                 self._aborts.pop(run.record.id, None)
                 aborted.cancel()
+                for guard_task in guards:
+                    guard_task.cancel()
                 if not work.done():
                     work.cancel()
                     await asyncio.wait({work})
@@ -387,6 +425,8 @@ class Deployer:
         except BuildFailed as exc:
             raise BuildFailed(f"build failed: {exc}") from exc
         fleet = run.fleet
+        for source in self.env_sources:
+            fleet.extra_env.update(await source.environment(run.context(release.path)))
         await fleet.ensure_route()
         live = await fleet.live()
         previous = dominant_revision(live)
@@ -420,6 +460,8 @@ class Deployer:
         )
         await strategy.run(ctx)
         await fleet.sweep()
+        for verifier in self.verifiers:
+            await verifier.verify(run.context(release.path))
 
     def _hook_env(self, run: DeploymentRun, release: ReleaseSource) -> dict[str, str]:
         record = run.record

@@ -155,6 +155,8 @@ class Fleet:
         self.health = service.health.to_spec()
         # Set by the first step that changes something: a failure before it needs no rollback.
         self.touched = False
+        # Resolved once per deployment by the EnvSources (secrets): never written to disk.
+        self.extra_env: dict[str, str] = {}
 
     @property
     def route_name(self) -> str:
@@ -227,6 +229,7 @@ class Fleet:
         env = {
             **self.service.env,
             **self.environment.env,
+            **self.extra_env,
             "ZERODOWN_ENVIRONMENT": self.environment_name,
             "ZERODOWN_DEPLOYMENT_ID": self.deployment_id,
         }

@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 from zerodown.clock import Clock
 from zerodown.engine.events import DeploymentEvent, DeploymentObserver, EventKind
+from zerodown.engine.extensions import Masker, mask_value
 from zerodown.store.base import HistoryStore
 
 log = logging.getLogger(__name__)
@@ -28,8 +30,11 @@ class EventRecorder:
         store: HistoryStore,
         observers: Sequence[DeploymentObserver],
         clock: Clock,
+        *,
+        masker: Masker | None = None,
     ) -> None:
         self.deployment_id = deployment_id
+        self.masker = masker
         self.store = store
         self.observers = list(observers)
         self.clock = clock
@@ -58,6 +63,12 @@ class EventRecorder:
         await asyncio.shield(self._put(event))
 
     def _put(self, event: DeploymentEvent) -> asyncio.Future[None]:
+        if self.masker is not None:  # secrets never reach the history or an observer
+            event = replace(
+                event,
+                message=self.masker.mask(event.message),
+                data=mask_value(self.masker, event.data),
+            )
         loop = asyncio.get_running_loop()
         if self._writer is None:
             self._writer = loop.create_task(self._write(), name=f"events {self.deployment_id[:8]}")

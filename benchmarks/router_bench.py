@@ -1,0 +1,493 @@
+"""The router benchmark: nginx direct vs zerodown's router vs HAProxy, same load, one run.
+
+Every path fronts the same nginx (one worker, keep-alive, a 3-byte answer). Each path gets a 2 s
+warm-up, a closed-loop throughput run (`wrk -t1 -c50`) and a fixed-rate latency run (`hey -c 10
+-q 100` = 1,000 req/s). Then the router runs once more under cProfile for the "what limits it" note.
+All processes are children bound to 127.0.0.1 and stopped at the end, whatever happens.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from benchmarks.machine import (
+    MachineFacts,
+    process_tree,
+    wait_for_quiet_machine,
+)
+from benchmarks.processes import (
+    MAX_RUNS,
+    NOISY_CPU,
+    START_TIMEOUT,
+    TOOL_SLACK,
+    ProfileLine,
+    Server,
+    fixed_rate_load,
+    least_disturbed,
+    read_profile,
+    run_tool,
+    serving,
+    stop_process,
+)
+from benchmarks.report import (
+    BenchError,
+    HeyResult,
+    Section,
+    Table,
+    WrkResult,
+    format_ms,
+    parse_hey,
+    parse_wrk,
+)
+from zerodown.errors import ZerodownError
+from zerodown.routers.base import RouteSpec, TargetSpec
+from zerodown.routers.builtin.client import BuiltinRouter, start_router_process, stop_router
+
+KEY = "router"
+WARMUP_SECONDS = 2
+WRK_CONNECTIONS = 50
+HEY_WORKERS = 10
+HEY_RATE_PER_WORKER = 100  # hey's -q is per worker: 10 x 100 = 1,000 req/s
+THROUGHPUT_RATIO_GOAL = 0.5  # zerodown >= 0.5 x HAProxy (1 thread)
+ADDED_P99_GOAL = 0.002  # seconds, at 1,000 req/s
+
+
+DIRECT = "direct to nginx"
+ZERODOWN = "zerodown router"
+HAPROXY_1 = "HAProxy, nbthread 1"
+HAPROXY_DEFAULT = "HAProxy, default threads"
+
+
+@dataclass(frozen=True)
+class PathFigures:
+    """Throughput and fixed-rate latency of one path, and the CPU its server used under wrk."""
+
+    name: str
+    wrk: WrkResult
+    hey: HeyResult
+    proxy_cpu: float | None  # CPU seconds per wall second of the proxy under wrk; None: direct
+    upstream_cpu: float  # the same for nginx
+    wrk_cpu: float = 0.0  # the same for wrk itself
+    other_cpu: float = 0.0  # the rest of the machine: work that is not this benchmark's
+    hey_other_cpu: float = 0.0  # the same during the hey run
+    repeats: int = 0  # runs made again because outside work disturbed them
+
+
+@dataclass(frozen=True)
+class RouterFigures:
+    """Everything one run of the router benchmark measured."""
+
+    paths: dict[str, PathFigures]
+    profile: list[ProfileLine]  # top by cumulative time
+    profile_own: list[ProfileLine]  # top by own time
+    seconds: int
+
+    def throughput_ratio(self, baseline: str) -> float:
+        """zerodown's requests/s over `baseline`'s."""
+        return self.paths[ZERODOWN].wrk.requests_per_sec / self.paths[baseline].wrk.requests_per_sec
+
+    def added_p99(self, name: str) -> float | None:
+        """`name`'s p99 at the fixed rate minus the direct path's (None if hey left one out)."""
+        path, direct = self.paths[name].hey.p99, self.paths[DIRECT].hey.p99
+        return None if path is None or direct is None else path - direct
+
+
+# -- the servers -------------------------------------------------------------------------------
+
+
+def nginx_config(workdir: Path, port: int) -> str:
+    """One worker, keep-alive for the whole run, no access log, a fixed 3-byte answer."""
+    temp = workdir / "nginx-temp"
+    user = "user root;\n" if os.geteuid() == 0 else ""  # workers may not drop to a missing user
+    return f"""{user}worker_processes 1;
+daemon off;
+pid {workdir}/nginx.pid;
+error_log {workdir}/nginx-error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    keepalive_timeout 65s;
+    keepalive_requests 10000000;
+    client_body_temp_path {temp}/body;
+    proxy_temp_path {temp}/proxy;
+    fastcgi_temp_path {temp}/fastcgi;
+    uwsgi_temp_path {temp}/uwsgi;
+    scgi_temp_path {temp}/scgi;
+    server {{
+        listen 127.0.0.1:{port};
+        location / {{ default_type text/plain; return 200 "ok\\n"; }}
+    }}
+}}
+"""
+
+
+def haproxy_config(port: int, upstream_port: int, threads: int | None) -> str:
+    """One frontend, one backend, keep-alive both sides, idle server connections reused always."""
+    nbthread = f"    nbthread {threads}\n" if threads else ""
+    return f"""global
+{nbthread}    maxconn 4096
+
+defaults
+    mode http
+    option http-keep-alive
+    http-reuse always
+    timeout connect 5s
+    timeout client 75s
+    timeout server 60s
+
+frontend bench
+    bind 127.0.0.1:{port}
+    default_backend nginx
+
+backend nginx
+    server nginx 127.0.0.1:{upstream_port}
+"""
+
+
+def nginx_command(workdir: Path) -> Callable[[int], list[str]]:
+    """How to run nginx in the foreground with its config, logs and temp files under `workdir`."""
+
+    def command(port: int) -> list[str]:
+        config = workdir / "nginx.conf"
+        config.write_text(nginx_config(workdir, port))
+        error_log = str(workdir / "nginx-error.log")  # -e: before the config is read, too
+        return ["nginx", "-p", str(workdir), "-e", error_log, "-c", str(config)]
+
+    return command
+
+
+def haproxy_command(
+    workdir: Path, upstream_port: int, threads: int | None
+) -> Callable[[int], list[str]]:
+    """How to run HAProxy in the foreground (-db) with a generated config."""
+
+    def command(port: int) -> list[str]:
+        config = workdir / f"haproxy-{threads or 'default'}.cfg"
+        config.write_text(haproxy_config(port, upstream_port, threads))
+        return ["haproxy", "-db", "-f", str(config)]
+
+    return command
+
+
+async def configure_router(state_dir: Path, upstream_port: int) -> None:
+    """One route, `bench`, with nginx as its one target, healthy at once."""
+    router = BuiltinRouter(state_dir)
+    await router.apply_route(RouteSpec(service="bench"))
+    target = TargetSpec(service="bench", target_id="nginx", host="127.0.0.1", port=upstream_port)
+    await router.add_target(target, healthy=True)
+
+
+def _listen_port(info: dict[str, Any]) -> int:
+    return int(str(info["listen"][0]).rpartition(":")[2])
+
+
+@contextlib.asynccontextmanager
+async def zerodown_router(workdir: Path, upstream_port: int) -> AsyncIterator[Server]:
+    """zerodown's router daemon, started through the control plane's client API, on a free port."""
+    state_dir = workdir / "router"
+    info = await start_router_process(state_dir, ["127.0.0.1:0"], grace=5.0)
+    try:
+        await configure_router(state_dir, upstream_port)
+        yield Server("zerodown", _listen_port(info), int(info["pid"]))
+    finally:
+        await stop_router(state_dir, timeout=15.0)
+
+
+# -- measuring ---------------------------------------------------------------------------------
+
+
+async def run_wrk(url: str, seconds: int) -> WrkResult:
+    """Closed-loop throughput: one wrk thread keeping WRK_CONNECTIONS requests in flight."""
+    command = ["wrk", "-t1", f"-c{WRK_CONNECTIONS}", f"-d{seconds}s", "--latency", url]
+    return parse_wrk(await run_tool(command, seconds + TOOL_SLACK))
+
+
+async def run_hey(url: str, seconds: int) -> HeyResult:
+    """Fixed rate: HEY_WORKERS workers, each limited to HEY_RATE_PER_WORKER requests/s.
+
+    Without hey, the Python generator in `benchmarks.processes` makes the same load.
+    """
+    if shutil.which("hey") is None:
+        port = int(url.rstrip("/").rpartition(":")[2])
+        return await fixed_rate_load("127.0.0.1", port, seconds, HEY_WORKERS, HEY_RATE_PER_WORKER)
+    command = ["hey", "-z", f"{seconds}s", "-c", str(HEY_WORKERS), "-q", str(HEY_RATE_PER_WORKER)]
+    return parse_hey(await run_tool([*command, url], seconds + TOOL_SLACK))
+
+
+async def measure_path(
+    name: str, port: int, seconds: int, proxy_pid: int | None, upstream_pid: int
+) -> PathFigures:
+    """Warm up, then wrk (with the CPU the proxy and nginx use meanwhile), then hey."""
+    url = f"http://127.0.0.1:{port}/"
+    progress(f"{name}: warm-up {WARMUP_SECONDS} s, wrk {seconds} s, hey {seconds} s")
+    await run_wrk(url, WARMUP_SECONDS)
+    pids = (process_tree(proxy_pid) if proxy_pid else [], process_tree(upstream_pid))
+    wrk, cpu, wrk_runs = await least_disturbed(
+        lambda: run_wrk(url, seconds), pids, lambda text: progress(f"{name} wrk: {text}")
+    )
+    hey, hey_cpu, hey_runs = await least_disturbed(
+        lambda: run_hey(url, seconds), pids, lambda text: progress(f"{name} hey: {text}")
+    )
+    return PathFigures(
+        name, wrk, hey, cpu.proxy if proxy_pid else None, cpu.upstream, cpu.children, cpu.other,
+        hey_cpu.other, repeats=wrk_runs + hey_runs - 2,
+    )  # fmt: skip
+
+
+def progress(message: str) -> None:
+    """One line on stderr so a long run shows where it is."""
+    print(f"[bench:{KEY}] {message}", file=sys.stderr, flush=True)
+
+
+# -- profile -----------------------------------------------------------------------------------
+
+
+async def profile_router(workdir: Path, upstream_port: int, seconds: int) -> Path:
+    """Run the router daemon under cProfile, load it with wrk, stop it, and read the profile."""
+    state_dir = workdir / "router-profile"
+    state_dir.mkdir(parents=True, exist_ok=True)  # the daemon makes its own layout inside
+    output = workdir / "router.prof"
+    command = [
+        sys.executable, "-m", "cProfile", "-o", str(output),
+        "-m", "zerodown.routers.builtin.daemon",
+        "--state-dir", str(state_dir), "--listen", "127.0.0.1:0", "--grace", "5",
+    ]  # fmt: skip
+    with (workdir / "router-profile.log").open("ab") as log:
+        process = await asyncio.create_subprocess_exec(
+            *command, stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=asyncio.subprocess.STDOUT
+        )
+    try:
+        info = await wait_for_router(state_dir, process)
+        await configure_router(state_dir, upstream_port)
+        progress(f"profiling the router under wrk for {seconds} s")
+        await run_wrk(f"http://127.0.0.1:{_listen_port(info)}/", seconds)
+    finally:
+        await stop_process(process, timeout=20.0)  # SIGTERM: the daemon returns, cProfile writes
+    if not output.exists():
+        raise BenchError(f"the profiled router wrote no profile; see {workdir}/router-profile.log")
+    return output
+
+
+async def wait_for_router(state_dir: Path, process: asyncio.subprocess.Process) -> dict[str, Any]:
+    """The `ping` of the router we started, once it answers (polled: it is another process)."""
+    router = BuiltinRouter(state_dir, timeout=5.0)
+    deadline = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < deadline and process.returncode is None:
+        with contextlib.suppress(ZerodownError):
+            info = await router.ping()
+            if info.get("pid") == process.pid:
+                return info
+        await asyncio.sleep(0.05)
+    raise BenchError(f"the profiled router did not answer within {START_TIMEOUT:.0f} s")
+
+
+# -- the run -----------------------------------------------------------------------------------
+
+
+async def measure_all(workdir: Path, seconds: int, profile_seconds: int) -> RouterFigures:
+    """Every path, one after another against the same nginx, then the profile."""
+    (workdir / "nginx-temp").mkdir(exist_ok=True)
+    paths: list[PathFigures] = []
+    async with serving("nginx", workdir, nginx_command(workdir)) as nginx:
+        paths.append(await measure_path(DIRECT, nginx.port, seconds, None, nginx.pid))
+        async with zerodown_router(workdir, nginx.port) as router:
+            paths.append(await measure_path(ZERODOWN, router.port, seconds, router.pid, nginx.pid))
+        for name, threads in ((HAPROXY_1, 1), (HAPROXY_DEFAULT, None)):
+            command = haproxy_command(workdir, nginx.port, threads)
+            async with serving(f"haproxy-{threads or 'default'}", workdir, command) as haproxy:
+                paths.append(
+                    await measure_path(name, haproxy.port, seconds, haproxy.pid, nginx.pid)
+                )
+        profile = await profile_router(workdir, nginx.port, profile_seconds)
+    return RouterFigures(
+        {p.name: p for p in paths}, read_profile(profile), read_profile(profile, 3, by="tottime"),
+        seconds,
+    )  # fmt: skip
+
+
+async def run(*, quick: bool, machine: MachineFacts) -> Section:
+    """Run the router benchmark (5 s loads with `quick`, else 10 s) and return its section."""
+    seconds = 5 if quick else 10
+    load = await wait_for_quiet_machine(progress, timeout=30.0 if quick else 180.0)
+    started = datetime.now(UTC)
+    workdir = Path(tempfile.mkdtemp(prefix="zerodown-bench-"))
+    try:
+        figures = await measure_all(workdir, seconds, profile_seconds=seconds)
+    except BaseException:
+        progress(f"failed; logs kept in {workdir}")
+        raise
+    shutil.rmtree(workdir, ignore_errors=True)
+    return build_section(figures, machine, started, quick=quick, load=load)
+
+
+def build_section(
+    figures: RouterFigures, machine: MachineFacts, started: datetime, *, quick: bool, load: float
+) -> Section:
+    """The RESULTS.md section: both tables, the goal verdict and what limits the router."""
+    ratio = figures.throughput_ratio(HAPROXY_1)
+    added = figures.added_p99(ZERODOWN)
+    zerodown = figures.paths[ZERODOWN]
+    met = None
+    if added is not None:
+        met = (
+            ratio >= THROUGHPUT_RATIO_GOAL and added <= ADDED_P99_GOAL and zerodown.wrk.errors == 0
+        )
+    throughput = Table(
+        ("Path", "Requests/s", "p50", "p99", "Errors", "vs HAProxy 1 thread", "vs direct",
+         "Proxy CPU per request"),
+        tuple(_throughput_row(figures, p) for p in figures.paths.values()),
+        caption=f"**Throughput** — `wrk -t1 -c{WRK_CONNECTIONS} -d{figures.seconds}s --latency`"
+        f" (closed loop), after a {WARMUP_SECONDS} s warm-up:",
+    )  # fmt: skip
+    latency = Table(
+        ("Path", "Achieved req/s", "p50", "p99", "Added p99 (vs direct)", "Errors"),
+        tuple(_latency_row(figures, p) for p in figures.paths.values()),
+        caption=_latency_caption(figures),
+    )  # fmt: skip
+    cpu = Table(
+        ("Path", "Proxy", "nginx", "wrk", "Everything else", "Everything else during hey"),
+        tuple(
+            (p.name, "—" if p.proxy_cpu is None else f"{p.proxy_cpu:.2f}", f"{p.upstream_cpu:.2f}",
+             f"{p.wrk_cpu:.2f}", f"{p.other_cpu:.2f}", f"{p.hey_other_cpu:.2f}")
+            for p in figures.paths.values()
+        ),
+        caption=f"**CPU during the wrk run**, in cores busy (the machine has {machine.cores}); "
+        "\"everything else\" is work that is not this benchmark's and makes a run noisy:",
+    )  # fmt: skip
+    return Section(
+        key=KEY,
+        title="Router: throughput and added latency",
+        goal=f"zerodown's throughput >= {THROUGHPUT_RATIO_GOAL}x HAProxy's (nbthread 1), with no "
+        f"errors, and added p99 <= {ADDED_P99_GOAL * 1000:.0f} ms at 1,000 req/s "
+        f"(measured: {ratio:.2f}x, added p99 {format_ms(added)})",
+        met=met,
+        tables=(throughput, latency, cpu),
+        limits=tuple(_limits(figures, machine)),
+        measured_at=started,
+        measured_on=machine.one_line() + (" (quick run)" if quick else ""),
+        method=(
+            'One nginx (1 worker, keep-alive, `return 200 "ok\\n"`, no access log) is the '
+            "upstream of every path; the paths are measured one after another in this run. "
+            "zerodown's router is its daemon started by `start_router_process` with one route and "
+            "one target; HAProxy 2.6 runs `mode http`, keep-alive on both sides, "
+            "`http-reuse always`, once with `nbthread 1` (zerodown is one process) and once with "
+            f"its default threads (one per CPU, {machine.cores} here). Everything listens on "
+            f"127.0.0.1. The 1-minute load average just before the run was {load:.2f}."
+        ),
+    )
+
+
+def _latency_caption(figures: RouterFigures) -> str:
+    hey = f"hey -z {figures.seconds}s -c {HEY_WORKERS} -q {HEY_RATE_PER_WORKER}"
+    if figures.paths[DIRECT].hey.tool == "hey":
+        return f"**Latency at a fixed 1,000 req/s** — `{hey}` (it prints latencies to 0.1 ms):"
+    return (
+        f"**Latency at a fixed 1,000 req/s** — hey is not installed, so the Python generator "
+        f"in `benchmarks/processes.py` made the load of `{hey}`, its workers spread evenly "
+        "(no bursts) and latency counted from the scheduled send time:"
+    )
+
+
+def _latency_row(figures: RouterFigures, path: PathFigures) -> tuple[str, ...]:
+    added = "—" if path.name == DIRECT else format_ms(figures.added_p99(path.name))
+    return (
+        path.name, f"{path.hey.requests_per_sec:,.0f}", format_ms(path.hey.p50),
+        format_ms(path.hey.p99), added, str(path.hey.errors),
+    )  # fmt: skip
+
+
+def _throughput_row(figures: RouterFigures, path: PathFigures) -> tuple[str, ...]:
+    rps = path.wrk.requests_per_sec
+    per_request = "—" if path.proxy_cpu is None else f"{path.proxy_cpu / rps * 1e6:.1f} µs"
+    haproxy = figures.paths[HAPROXY_1].wrk.requests_per_sec
+    direct = figures.paths[DIRECT].wrk.requests_per_sec
+    return (
+        path.name, f"{rps:,.0f}", format_ms(path.wrk.p50), format_ms(path.wrk.p99),
+        str(path.wrk.errors), f"{rps / haproxy:.2f}x", f"{rps / direct:.2f}x", per_request,
+    )  # fmt: skip
+
+
+def _limits(figures: RouterFigures, machine: MachineFacts) -> list[str]:
+    zerodown, haproxy = figures.paths[ZERODOWN], figures.paths[HAPROXY_1]
+    notes = [
+        f"**Shared cores.** The machine has {machine.cores} cores and nothing is pinned: wrk/hey, "
+        "the proxy under test and nginx share them (see the CPU table), so every proxy competes "
+        "with its own load generator and upstream, and no proxy path can reach the direct "
+        "figure here."
+    ]
+    repeats = sum(p.repeats for p in figures.paths.values())
+    if repeats:
+        notes.append(
+            f"**Repeated runs.** Work outside the benchmark took {NOISY_CPU} cores or more during "
+            f"{repeats} measurement(s); each was made again (at most {MAX_RUNS} runs) and the "
+            "least disturbed run is shown."
+        )
+    noise = max(max(p.other_cpu, p.hey_other_cpu) for p in figures.paths.values())
+    if noise >= NOISY_CPU:
+        notes.append(
+            f"**This run was disturbed:** work outside the benchmark used up to {noise:.2f} cores "
+            "during a wrk run (see the CPU table), so the throughput figures are low and uneven; "
+            "re-run on a quiet machine before comparing them with another run."
+        )
+    if zerodown.proxy_cpu is not None and haproxy.proxy_cpu is not None:
+        zd_us = zerodown.proxy_cpu / zerodown.wrk.requests_per_sec * 1e6
+        hp_us = haproxy.proxy_cpu / haproxy.wrk.requests_per_sec * 1e6
+        bound = (
+            "it is CPU-bound, so its throughput is one core divided by that cost"
+            if zerodown.proxy_cpu >= 0.85
+            else "it is not saturating a core, so the shared cores limit it as much as its code"
+        )
+        notes.append(
+            f"**CPU per request.** zerodown's router is one Python process (asyncio on uvloop, "
+            f"httptools): under wrk it used {zerodown.proxy_cpu:.2f} of a core, {zd_us:.1f} µs of "
+            f"CPU per request, against {hp_us:.1f} µs for HAProxy with one thread; {bound}."
+        )
+    if figures.profile:
+        own = ", ".join(f"`{line.function}` {line.tottime:.2f} s" for line in figures.profile_own)
+        top = "\n".join(
+            f"  {i}. `{line.function}` — {line.cumtime:.2f} s cumulative, {line.tottime:.2f} s "
+            f"own, {line.calls} calls"
+            for i, line in enumerate(figures.profile, 1)
+        )
+        notes.append(
+            f"**Profile.** The router under `wrk` for {figures.seconds} s with cProfile (which "
+            f"slows it down several times; the proportions are what count). Top 5 by cumulative "
+            f"time, leaving out the frames that only start the process:\n{top}\n"
+            f"  By own time: {own}. cProfile does not see into uvloop's C code: a socket write "
+            "counts as own time of the Python function calling `transport.write` (on loopback "
+            "the send also runs the receiver's network stack)."
+        )
+    notes.append(_fixed_rate_note(figures, machine))
+    return notes
+
+
+def _fixed_rate_note(figures: RouterFigures, machine: MachineFacts) -> str:
+    zerodown, haproxy = figures.paths[ZERODOWN], figures.paths[HAPROXY_1]
+    note = (
+        f"**At 1,000 req/s** no process is near a full core; a proxy adds one more read and "
+        f"write on each side and a turn of its event loop, on {machine.cores} cores shared with "
+        "the load generator and nginx."
+    )
+    if zerodown.hey.tool != "hey" or zerodown.proxy_cpu is None or haproxy.proxy_cpu is None:
+        return note
+    zd_ms = HEY_WORKERS * zerodown.proxy_cpu / zerodown.wrk.requests_per_sec * 1000
+    hp_ms = HEY_WORKERS * haproxy.proxy_cpu / haproxy.wrk.requests_per_sec * 1000
+    return note + (
+        f" hey starts its {HEY_WORKERS} workers together and each ticks every "
+        f"{1000 / HEY_RATE_PER_WORKER:.0f} ms, so requests arrive in bursts of {HEY_WORKERS}, "
+        "not one per millisecond. A single-threaded proxy answers a burst one request after "
+        f"another: at its CPU cost per request the last of a burst waits about {zd_ms:.1f} ms "
+        f"in zerodown ({hp_ms:.1f} ms in HAProxy). The rest of the added p99 is waiting for a "
+        "core and pauses of the proxy itself; this run does not separate the two."
+    )
