@@ -7,11 +7,12 @@ the router runs, opens the history, and finishes any deployment a crashed contro
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from zerodown.config import LoadedConfig
 from zerodown.engine.deployer import Deployer
 from zerodown.engine.events import DeploymentObserver
+from zerodown.engine.extensions import DeploymentGuard, EnvSource, Masker, Verifier
 from zerodown.engine.recovery import recover_unfinished
 from zerodown.errors import ConfigError
 from zerodown.routers.base import Router, RouteStatus
@@ -20,6 +21,17 @@ from zerodown.runtimes.base import InstanceInfo, Runtime
 from zerodown.runtimes.local import LocalRuntime
 from zerodown.store.base import DeploymentRecord, HistoryStore
 from zerodown.store.sql import open_store
+
+
+@dataclass
+class Extensions:
+    """The extension points a deployment gets (see `zerodown.engine.extensions`)."""
+
+    observers: list[DeploymentObserver] = field(default_factory=list)
+    env_sources: list[EnvSource] = field(default_factory=list)
+    guards: list[DeploymentGuard] = field(default_factory=list)
+    verifiers: list[Verifier] = field(default_factory=list)
+    masker: Masker | None = None
 
 
 @dataclass(frozen=True)
@@ -94,14 +106,25 @@ class ControlPlane:
         return plane
 
     def deployer(self, observers: Sequence[DeploymentObserver] = ()) -> Deployer:
-        """A deployer bound to this control plane."""
+        """A deployer bound to this control plane, with every feature's extensions."""
+        ext = self.extensions()
         return Deployer(
             self.loaded,
             runtime=self.runtime,
             router=self.router,
             store=self.store,
-            observers=observers,
+            observers=[*observers, *ext.observers],
+            env_sources=ext.env_sources,
+            guards=ext.guards,
+            verifiers=ext.verifiers,
+            masker=ext.masker,
         )
+
+    def extensions(self) -> Extensions:
+        """What the configured features add to deployments (secrets, alarms, verification,
+        notifications). Each feature adds itself below, in the order they should run."""
+        ext = Extensions()
+        return ext
 
     async def status(self) -> list[FleetStatus]:
         """Every service x environment of the config."""
