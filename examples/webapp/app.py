@@ -6,10 +6,11 @@ A pure ASGI app served by uvicorn, configured by environment variables:
     FAIL_HEALTH     "1": /health answers 503 {"status": "DOWN"}
     ERROR_RATE      fraction of `/` requests answered 500, default 0
     EXTRA_LATENCY_MS added to every `/` request, default 0
-    APP_VERSION     shown by `/` (falls back to the VERSION file beside this script, then ZERODOWN_REVISION)
+    APP_VERSION     shown by `/` (else the VERSION file beside this script, else ZERODOWN_REVISION)
 
-Endpoints: GET / ; GET /health, /actuator/health ; GET /slow?seconds=2 ; GET /sse?count=5&interval=0.2 ;
-GET /chunked?count=5 ; POST /echo ; GET /headers ; GET /status/<code> ; WebSocket /ws (echo).
+Endpoints: GET / ; GET /health, /actuator/health ; GET /slow?seconds=2 ;
+GET /sse?count=5&interval=0.2 ; GET /chunked?count=5 ; POST /echo ; GET /headers ;
+GET /status/<code> ; WebSocket /ws (echo).
 """
 
 from __future__ import annotations
