@@ -28,13 +28,11 @@ import yaml
 from benchmarks.machine import MachineFacts
 from benchmarks.report import Section, Table
 from zerodown.config.loader import LoadedConfig, load_config
-from zerodown.engine.deployer import Deployer, DeployRequest
-from zerodown.engine.events import DeploymentState, EventKind
+from zerodown.control_plane import ControlPlane
+from zerodown.engine.deployer import DeployRequest
+from zerodown.engine.events import DeploymentEvent, DeploymentState, EventKind
 from zerodown.loadgen import LoadReport, LoadSpec, run_load
-from zerodown.routers.builtin.client import BuiltinRouter, ensure_router, stop_router
-from zerodown.runtimes.local import LocalRuntime
 from zerodown.store.base import DeploymentRecord
-from zerodown.store.sql import SqlHistoryStore, open_store
 
 WEBAPP = Path(__file__).resolve().parents[1] / "examples" / "webapp"
 # the revision named "bad" fails its health check
@@ -58,13 +56,10 @@ def progress(message: str) -> None:
 
 @dataclass
 class Stack:
-    """A state dir with the router daemon, a runtime and a store."""
+    """A throwaway project: zerodown.yml in a temp dir, opened as a control plane."""
 
     root: Path
     port: int
-    runtime: LocalRuntime
-    router: BuiltinRouter
-    store: SqlHistoryStore
 
     @property
     def url(self) -> str:
@@ -92,26 +87,31 @@ class Stack:
         return load_config(path, environ={})
 
     async def deploy(self, loaded: LoadedConfig, revision: str) -> DeploymentRecord:
-        deployer = Deployer(loaded, runtime=self.runtime, router=self.router, store=self.store)
-        return await deployer.deploy(DeployRequest("api", "prod", revision, "bench"))
+        plane = await ControlPlane.open(loaded)
+        try:
+            return await plane.deployer().deploy(DeployRequest("api", "prod", revision, "bench"))
+        finally:
+            await plane.close()
+
+    async def events(self, loaded: LoadedConfig, deployment_id: str) -> list[DeploymentEvent]:
+        plane = await ControlPlane.open(loaded, recover=False)
+        try:
+            return [event for _, event in await plane.store.events(deployment_id)]
+        finally:
+            await plane.close()
 
 
 @asynccontextmanager
 async def stack() -> AsyncIterator[Stack]:
     root = Path(tempfile.mkdtemp(prefix="zerodown-bench-"))
-    state = root / "state"
-    state.mkdir()
-    port = _free_port()
-    await ensure_router(state, [f"127.0.0.1:{port}"])
-    runtime = LocalRuntime(state)
-    store = open_store(f"sqlite:///{state / 'history.db'}")
+    s = Stack(root, _free_port())
     try:
-        yield Stack(root, port, runtime, BuiltinRouter(state), store)
+        yield s
     finally:
-        for info in await runtime.list():
-            await runtime.stop(info.instance_id)
-        await stop_router(state)
-        await store.close()
+        if (root / "zerodown.yml").exists():
+            plane = await ControlPlane.open(load_config(root / "zerodown.yml"), recover=False)
+            await plane.stop_everything()
+            await plane.close()
         shutil.rmtree(root, ignore_errors=True)
 
 
@@ -224,7 +224,7 @@ async def rollback_time() -> tuple[float, float]:
         record = await s.deploy(loaded, "bad")
         if record.state is not DeploymentState.ROLLED_BACK or record.finished_at is None:
             raise RuntimeError(f"bad revision was not rolled back: {record.state}")
-        events = [e for _, e in await s.store.events(record.id)]
+        events = await s.events(loaded, record.id)
         first_fail = next(
             e.at
             for e in events
