@@ -104,6 +104,12 @@ class BuiltinRouter:
         )
         return result
 
+    async def metrics(self, since: float | None = None) -> dict[str, Any]:
+        """The router's 10 s datapoints (per target), health per route and running totals,
+        from unix time `since` on (see `zerodown.metrics.series` for the shape)."""
+        result: dict[str, Any] = await self.request("metrics", {"since": since})
+        return result
+
     async def apply_route(self, route: RouteSpec) -> None:
         """Create or update a route; its targets are kept."""
         await self.request("apply_route", {"route": route.to_dict()})

@@ -47,6 +47,7 @@ OPS = frozenset(
         "drain_target",
         "status",
         "events",
+        "metrics",
         "handoff",
         "retire",
     }

@@ -29,6 +29,7 @@ from zerodown.errors import RouterError, ZerodownError
 from zerodown.health.checks import ProbeResult
 from zerodown.health.monitor import HealthMonitor
 from zerodown.health.spec import HealthCheckSpec
+from zerodown.metrics.recorder import MetricsRecorder
 from zerodown.routers.base import RouteSpec, TargetHealth, TargetSpec
 from zerodown.routers.builtin.control import (
     ControlChannel,
@@ -188,6 +189,7 @@ class RouterDaemon:
         self.grace = DEFAULT_GRACE if grace is None else grace
         self.takeover = takeover
         self.table = RoutingTable(on_change=self._on_table_change)
+        self.metrics = MetricsRecorder(self.table)  # the proxy's observer; read by `metrics`
         self.events = EventLog(self.paths.events)
         self.state = StateFile(self.paths.state, self.table.snapshot)
         self.watch = HealthWatch(self.table, self.events)
@@ -235,7 +237,7 @@ class RouterDaemon:
             self.listen = [socket_address(s) for s in sockets]
         try:
             self._listeners = [s.dup() for s in sockets]
-            self.proxy = ProxyServer(self.table, self.settings)
+            self.proxy = ProxyServer(self.table, self.settings, observer=self.metrics)
             await self.proxy.start(sockets)
             self.watch.reconcile()
             await self.control.start(self.paths.control, replace=self.takeover)
@@ -322,6 +324,7 @@ class RouterDaemon:
 
     def _on_table_change(self) -> None:
         self.state.mark_dirty()
+        self.metrics.on_table_change()  # health counts and zero-healthy time follow the table
         if self.proxy is not None:  # during restore in startup the loop is not serving yet
             self.watch.schedule()
 
@@ -356,6 +359,9 @@ class RouterDaemon:
             return [route_status_to_dict(s) for s in self.table.status(service)]
         if op == "events":
             return self.events.since(int(args.get("since", 0)), int(args.get("limit", 500)))
+        if op == "metrics":
+            since = args.get("since")
+            return self.metrics.snapshot(None if since is None else float(since))
         if op == "handoff":
             return await self._handoff(channel)
         if op == "retire":
