@@ -23,13 +23,21 @@ from zerodown.engine.events import EventKind
 from zerodown.errors import HealthCheckFailed, InstanceNotFound, RouterError, RuntimeBackendError
 from zerodown.health.checks import Prober, ProbeResult, probe
 from zerodown.health.monitor import wait_until_healthy
-from zerodown.routers.base import Balance, Router, RouteSpec, TargetHealth, TargetSpec
+from zerodown.routers.base import (
+    PREVIEW_POOL,
+    Balance,
+    Router,
+    RouteSpec,
+    TargetHealth,
+    TargetSpec,
+)
 from zerodown.runtimes.base import InstanceInfo, InstanceSpec, InstanceState, Runtime
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
+DEFAULT_WEIGHT = 100  # a target's weight when all of a fleet's instances share traffic equally
 # Runtime states of an instance that is (or is about to be) a process worth counting.
 _RUNNING_STATES = (InstanceState.STARTING, InstanceState.RUNNING, InstanceState.RESTARTING)
 
@@ -69,11 +77,18 @@ class FleetMember:
     draining: bool = False
     router_health: TargetHealth | None = None
     state: InstanceState | None = None  # None: the runtime does not know it
+    weight: int = DEFAULT_WEIGHT  # the router's weight (0: kept warm, out of rotation)
+    preview: bool = False  # in the router's preview pool (blue/green before the switch)
 
     @property
     def serving(self) -> bool:
-        """In the router and not draining: it takes (or may take) traffic."""
-        return self.in_router and not self.draining
+        """In live rotation: in the router, not draining, weight above 0, not preview-only."""
+        return self.in_router and not self.draining and self.weight > 0 and not self.preview
+
+    @property
+    def warm(self) -> bool:
+        """In the router and not draining, but out of live rotation (weight 0 or preview)."""
+        return self.in_router and not self.draining and not self.serving
 
     @property
     def running(self) -> bool:
@@ -172,6 +187,8 @@ class Fleet:
             balance=self.balance,
             health=self.health,
             drain_timeout=self.service.drain_timeout,
+            sticky=self.environment.strategy.sticky,
+            preview_header=self.environment.strategy.preview_header,
         )
 
     async def ensure_route(self) -> None:
@@ -214,6 +231,8 @@ class Fleet:
                     draining=target.draining if target else False,
                     router_health=target.health if target else None,
                     state=info.state if info else None,
+                    weight=target.spec.weight if target else DEFAULT_WEIGHT,
+                    preview=bool(target and target.spec.labels.get("pool") == PREVIEW_POOL),
                 )
             )
         return found
@@ -321,21 +340,34 @@ class Fleet:
 
         return alive
 
-    async def admit(self, member: FleetMember) -> None:
-        """Send the (checked) instance traffic now."""
+    async def admit(
+        self, member: FleetMember, *, weight: int = DEFAULT_WEIGHT, preview: bool = False
+    ) -> None:
+        """Send the (checked) instance traffic now: live traffic at `weight`, or with `preview`
+        only the requests that carry the preview header (blue/green before its switch)."""
+        labels = self.labels(member.revision) | {"deployment": member.deployment or ""}
+        if preview:
+            labels["pool"] = PREVIEW_POOL
         target = TargetSpec(
             service=self.route_name,
             target_id=member.instance_id,
             host=member.host,
             port=member.port,
             revision=member.revision,
-            labels=self.labels(member.revision) | {"deployment": member.deployment or ""},
+            weight=weight,
+            labels=labels,
         )
         await self.router.add_target(target, healthy=True)
+        what = "preview traffic" if preview else "traffic" if weight else "no traffic yet"
         await self.sink.emit(
             EventKind.TRAFFIC_ADDED,
-            f"{member.instance_id} takes traffic",
-            {"instance": member.instance_id, "revision": member.revision},
+            f"{member.instance_id} takes {what}",
+            {
+                "instance": member.instance_id,
+                "revision": member.revision,
+                "weight": weight,
+                "preview": preview,
+            },
         )
 
     async def drain(self, member: FleetMember) -> None:
@@ -416,9 +448,18 @@ class Fleet:
         cannot start, only instances that serve no traffic are retired and the error is raised.
         """
         members = await self.live()
-        keep = [
-            m for m in members if m.serving and m.revision == release.sha and m.deployment != undo
-        ][:wanted]
+        # Serving ones first, then warm ones (blue kept at weight 0): those need only a flip.
+        keep = sorted(
+            (
+                m
+                for m in members
+                if (m.serving or (m.warm and not m.preview))
+                and m.revision == release.sha
+                and m.deployment != undo
+                and m.router_health is not TargetHealth.UNHEALTHY
+            ),
+            key=lambda m: not m.serving,
+        )[:wanted]
         missing = wanted - len(keep)
         outcomes = await asyncio.gather(
             *(self.start_admitted(release) for _ in range(missing)), return_exceptions=True
@@ -427,12 +468,37 @@ class Fleet:
         kept = {m.instance_id for m in keep} | {
             o.instance_id for o in outcomes if isinstance(o, FleetMember)
         }
+        await self._flip_to(keep, members, kept, everything=not errors)
         rest = [m for m in await self.live() if m.instance_id not in kept]
         if errors:
             rest = [m for m in rest if not m.serving]
         await run_all(self.retire(m) for m in rest)
         if errors:
             raise errors[0]
+
+    async def _flip_to(
+        self,
+        keep: Sequence[FleetMember],
+        members: Sequence[FleetMember],
+        kept: set[str],
+        *,
+        everything: bool,
+    ) -> None:
+        """Give warm instances in `keep` their weight back and (if `everything`) take it from the
+        rest, in one atomic router step: a rollback to a warm fleet is a traffic flip."""
+        weights = {m.instance_id: DEFAULT_WEIGHT for m in keep if m.warm}
+        if not weights:
+            return
+        if everything:
+            weights |= {
+                m.instance_id: 0 for m in members if m.serving and m.instance_id not in kept
+            }
+        await self.router.set_weights(self.route_name, weights)
+        await self.sink.emit(
+            EventKind.DECISION,
+            f"traffic flipped back to {len([w for w in weights.values() if w])} warm instance(s)",
+            {"weights": weights},
+        )
 
     async def clear(self, deployment: str) -> None:
         """Retire every instance that `deployment` started (a first deploy that failed)."""

@@ -2,7 +2,8 @@
 
 A router owns routes (which requests belong to which service) and targets (the instances of a
 service that may receive them). Targets carry weights; a target receives traffic only while it is
-healthy, not draining, and its weight is above zero.
+healthy, not draining, and its weight is above zero. Targets labelled `pool=preview` get only the
+requests that carry the route's preview header, and those requests get only them (blue/green).
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from typing import Any, Literal, Protocol, runtime_checkable
 from zerodown.health.spec import HealthCheckSpec, TargetHealth
 
 Balance = Literal["least_inflight", "round_robin"]
+PREVIEW_POOL = "preview"  # the `pool` label of targets that only preview requests reach
+STICKY_COOKIE = "zerodown_rev"  # the cookie that keeps a client on one revision
 
 __all__ = ["TargetHealth"]  # re-exported: routers and the engine name it from here
 
@@ -27,6 +30,10 @@ class RouteSpec:
     balance: Balance = "least_inflight"
     health: HealthCheckSpec | None = None  # the router's own active checks; None: passive only
     drain_timeout: float = 30.0
+    # A cookie `zerodown_rev=<revision>` keeps a client on its revision (canary, blue/green).
+    sticky: bool = False
+    # Requests carrying this header reach only targets labelled pool=preview (blue/green).
+    preview_header: str = "X-Zerodown-Preview"
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -36,6 +43,8 @@ class RouteSpec:
             "balance": self.balance,
             "health": self.health.to_dict() if self.health else None,
             "drain_timeout": self.drain_timeout,
+            "sticky": self.sticky,
+            "preview_header": self.preview_header,
         }
 
     @classmethod
@@ -48,6 +57,8 @@ class RouteSpec:
             balance=data.get("balance", "least_inflight"),
             health=HealthCheckSpec.from_dict(health) if health else None,
             drain_timeout=float(data.get("drain_timeout", 30.0)),
+            sticky=bool(data.get("sticky", False)),
+            preview_header=str(data.get("preview_header", "X-Zerodown-Preview")),
         )
 
 
@@ -61,7 +72,7 @@ class TargetSpec:
     port: int
     revision: str = ""
     weight: int = 100  # relative; 0 takes the target out of rotation without draining it
-    labels: dict[str, str] = field(default_factory=dict)
+    labels: dict[str, str] = field(default_factory=dict)  # pool=preview: preview traffic only
 
     @property
     def address(self) -> str:

@@ -7,7 +7,10 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from zerodown.config.model import StrategyConfig
+from zerodown.engine.analysis import MetricsSource
+from zerodown.engine.commands import CommandInbox
 from zerodown.engine.events import EventKind
+from zerodown.engine.extensions import DeploymentContext, Verifier
 from zerodown.engine.fleet import Fleet, FleetMember, ReleaseSource, run_all
 from zerodown.engine.plan import min_healthy_for, plan_batches
 from zerodown.errors import ConfigError
@@ -37,6 +40,11 @@ class StrategyContext:
     config: StrategyConfig
     wanted: int  # instances the fleet should have at the end
     old: list[FleetMember] = field(default_factory=list)  # the live fleet before the deploy
+    # What progressive strategies (blue-green, canary) also use; others ignore them.
+    deployment: DeploymentContext | None = None  # for verifiers run against a preview
+    verifiers: Sequence[Verifier] = ()
+    commands: CommandInbox | None = None  # promote / pause / resume sent from any process
+    metrics: MetricsSource | None = None  # per-revision router measurements (canary analysis)
 
     def take_old(self, count: int) -> list[FleetMember]:
         """Remove and return up to `count` old instances, those serving no traffic first."""

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import random
+import re
 from typing import TYPE_CHECKING, Any
 
+from zerodown.routers.base import STICKY_COOKIE
 from zerodown.routers.builtin.http import (
     HOP_BY_HOP,
     LAST_CHUNK,
@@ -44,6 +46,19 @@ _FORWARDED = frozenset(
     {b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host", b"x-request-id"}
 )
 _NO_BODY_STATUSES = frozenset({204, 304})
+_NOT_PREVIEW = frozenset({b"", b"0", b"false", b"no"})  # header values that do not ask for preview
+_STICKY = STICKY_COOKIE.encode("ascii")
+_COOKIE_SAFE = re.compile(r"[A-Za-z0-9._-]{1,128}")  # revisions that fit a cookie value as-is
+
+
+def sticky_revision(cookie: bytes) -> str | None:
+    """The revision a Cookie header's `zerodown_rev` names, if any."""
+    for part in cookie.split(b";"):
+        name, _, value = part.strip().partition(b"=")
+        if name == _STICKY and value:
+            text = value.decode("latin-1")
+            return text if _COOKIE_SAFE.fullmatch(text) else None
+    return None
 
 
 def new_request_id() -> bytes:
@@ -74,6 +89,7 @@ class Exchange:
         "out",
         "pending",
         "pending_size",
+        "preview",
         "replay",
         "replay_size",
         "req_bytes",
@@ -87,6 +103,7 @@ class Exchange:
         "stale_retried",
         "started",
         "status",
+        "sticky_rev",
         "target",
         "tried",
         "tunnel_open",
@@ -115,6 +132,8 @@ class Exchange:
         self.http10 = http10
         self.keep_alive = keep_alive and not upgrade  # a refused upgrade leaves the parser stuck
         self.upgrade = False
+        self.preview = False  # carries the route's preview header: preview targets only
+        self.sticky_rev: str | None = None  # the revision its sticky cookie names
         self.started = client.loop.time()
         self.route: Route | None = None
         self.target: Target | None = None
@@ -155,7 +174,9 @@ class Exchange:
 
     def _prepare(self, headers: Headers, upgrade: bool) -> bytes:
         """Find the route and build the upstream head; decides local answers early."""
-        host = request_id = forwarded_for = upgrade_to = None
+        host = request_id = forwarded_for = upgrade_to = cookie = None
+        previews: list[bytes] | None = None
+        preview_names = self.server.table.preview_headers
         length = -1
         for name, value in headers:
             lname = name.lower()
@@ -171,6 +192,10 @@ class Exchange:
                 self.req_chunked = b"chunked" in value.lower()
             elif lname == b"upgrade":
                 upgrade_to = value
+            elif lname == b"cookie":
+                cookie = value if cookie is None else cookie + b"; " + value
+            elif lname in preview_names and value.strip() not in _NOT_PREVIEW:
+                previews = [lname] if previews is None else [*previews, lname]
         if not request_id:
             request_id = new_request_id()
         path, _, _ = self.url.partition(b"?")
@@ -181,6 +206,9 @@ class Exchange:
         if route is None:
             self.local = (404, {"error": "no route", "host": host_text, "path": path_text})
             return request_id
+        self.preview = previews is not None and route.preview_header in previews
+        if cookie is not None and route.spec.sticky:
+            self.sticky_rev = sticky_revision(cookie)
         if length > settings.max_body_bytes:
             limit = settings.max_body_bytes
             self.local = (413, {"error": "request body too large", "limit": limit})
@@ -265,9 +293,10 @@ class Exchange:
             return
         route = self.route
         assert route is not None
-        target = route.pick()
+        target = route.pick(preview=self.preview, revision=self.sticky_rev)
         if target is None:
-            self._answer_local(503, {"error": "no healthy target", "service": route.spec.service})
+            error = "no healthy preview target" if self.preview else "no healthy target"
+            self._answer_local(503, {"error": error, "service": route.spec.service})
             return
         self._use(target)
 
@@ -306,7 +335,7 @@ class Exchange:
         assert route is not None
         if not self.connect_retried:
             self.connect_retried = True
-            other = route.pick(exclude=self.tried)
+            other = route.pick(exclude=self.tried, preview=self.preview, revision=self.sticky_rev)
             if other is not None:
                 self._use(other)
                 return
@@ -394,6 +423,8 @@ class Exchange:
             if lname not in drop:
                 lines.append(b"%b: %b\r\n" % (name, value))
         lines.append(b"x-request-id: %b\r\n" % self.request_id)
+        if not interim and status != 101:
+            self._add_sticky_cookie(lines)
         if status == 101:
             lines.append(b"connection: upgrade\r\n\r\n")
             return b"".join(lines)
@@ -417,6 +448,18 @@ class Exchange:
             lines.append(b"connection: keep-alive\r\n")
         lines.append(b"\r\n")
         return b"".join(lines)
+
+    def _add_sticky_cookie(self, lines: list[bytes]) -> None:
+        """Sticky routes: tell a client which revision served it (unless it knows already)."""
+        route, target = self.route, self.target
+        if route is None or target is None or not route.spec.sticky or target.preview:
+            return
+        revision = target.spec.revision
+        if revision and revision != self.sticky_rev and _COOKIE_SAFE.fullmatch(revision):
+            lines.append(
+                b"set-cookie: %b=%b; Path=/; HttpOnly; SameSite=Lax\r\n"
+                % (_STICKY, revision.encode("ascii"))
+            )
 
     def response_body(self, data: bytes) -> None:
         """Relay a piece of the response body as it arrives."""

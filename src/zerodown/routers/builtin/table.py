@@ -15,6 +15,7 @@ from typing import Any, Protocol
 
 from zerodown.errors import RouterError
 from zerodown.routers.base import (
+    PREVIEW_POOL,
     DrainResult,
     RouteSpec,
     RouteStatus,
@@ -71,6 +72,11 @@ class Target:
         """Whether new requests may go to this target."""
         return self.health is TargetHealth.HEALTHY and not self.draining and self.spec.weight > 0
 
+    @property
+    def preview(self) -> bool:
+        """Labelled pool=preview: only requests with the preview header reach it."""
+        return self.spec.labels.get("pool") == PREVIEW_POOL
+
     def begin(self, handle: InflightHandle) -> None:
         """Count `handle` as in flight until `end(handle)`."""
         self.exchanges.add(handle)
@@ -115,6 +121,7 @@ class Route:
         self.spec = spec
         self.targets: dict[str, Target] = {}
         self.hosts = frozenset(h.lower() for h in spec.hosts)
+        self.preview_header = spec.preview_header.lower().encode("latin-1")
 
     def __repr__(self) -> str:
         return f"Route({self.spec.service} {self.spec.path_prefix} targets={len(self.targets)})"
@@ -123,6 +130,7 @@ class Route:
         """Replace the spec, keeping targets."""
         self.spec = spec
         self.hosts = frozenset(h.lower() for h in spec.hosts)
+        self.preview_header = spec.preview_header.lower().encode("latin-1")
 
     def matches_path(self, path: str) -> bool:
         """Whether `path` is under this route's prefix, on a segment boundary."""
@@ -131,9 +139,36 @@ class Route:
             return path.startswith(prefix) or path == prefix[:-1]
         return path == prefix or path.startswith(prefix + "/")
 
-    def pick(self, exclude: Collection[Target] = ()) -> Target | None:
-        """The target for the next request, or None when no target is eligible."""
-        candidates = [t for t in self.targets.values() if t.eligible and t not in exclude]
+    def pick(
+        self,
+        exclude: Collection[Target] = (),
+        *,
+        preview: bool = False,
+        revision: str | None = None,
+    ) -> Target | None:
+        """The target for the next request, or None when no target is eligible.
+
+        `preview`: the request carries the preview header, so only preview targets qualify
+        (whatever their weight: the weights split live traffic). `revision`: the client's sticky
+        revision, honoured while that revision has an eligible target.
+        """
+        if preview:
+            previews = [
+                t
+                for t in self.targets.values()
+                if t.preview
+                and t.health is TargetHealth.HEALTHY
+                and not t.draining
+                and t not in exclude
+            ]
+            return min(previews, key=lambda t: t.inflight) if previews else None
+        candidates = [
+            t for t in self.targets.values() if t.eligible and not t.preview and t not in exclude
+        ]
+        if revision is not None and len(candidates) > 1:
+            same = [t for t in candidates if t.spec.revision == revision]
+            if same:
+                candidates = same
         if len(candidates) <= 1:
             return candidates[0] if candidates else None
         if self.spec.balance == "least_inflight":
@@ -176,6 +211,8 @@ class RoutingTable:
         self._routes: dict[str, Route] = {}
         self._order: list[Route] = []  # match order: longest prefix first, host-bound first
         self._on_change = on_change
+        # Lowercased preview header names of all routes: the proxy spots them in one set lookup.
+        self.preview_headers: frozenset[bytes] = frozenset()
 
     # -- reading -------------------------------------------------------------------------------
 
@@ -405,6 +442,7 @@ class RoutingTable:
             key=lambda r: (len(r.spec.path_prefix.rstrip("/")), bool(r.hosts)),
             reverse=True,
         )
+        self.preview_headers = frozenset(r.preview_header for r in self._routes.values())
 
     def _changed(self) -> None:
         if self._on_change is not None:

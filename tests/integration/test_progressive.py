@@ -1,0 +1,215 @@
+"""Blue/green and canary end to end: real LocalRuntime instances of examples/webapp/app.py behind
+the real built-in router (which measures every request), history in SQLite.
+
+Revision `bad` answers 5xx on 20 % of `/` (ERROR_RATE=0.2), `slow` adds 300 ms to every `/`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+from tests.integration.test_deploy_local import WEBAPP, Load, Stack, stack
+
+from zerodown.config.loader import LoadedConfig, load_config
+from zerodown.engine.deployer import Deployer, DeployRequest
+from zerodown.engine.events import DeploymentState, EventKind
+from zerodown.engine.extensions import DeploymentContext
+from zerodown.errors import VerificationFailed
+from zerodown.store.base import DeploymentRecord
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
+__all__ = ["stack"]  # the fixture, re-used from the deploy tests
+
+RUN = (
+    'if [ "$ZERODOWN_REVISION" = bad ]; then export ERROR_RATE=0.2; fi; '
+    'if [ "$ZERODOWN_REVISION" = slow ]; then export EXTRA_LATENCY_MS=300; fi; '
+    f"exec {sys.executable} app.py"
+)
+FAST_ANALYSIS = {"interval": 0.5, "min_requests": 30, "inconclusive_limit": 3}
+
+
+def write_config(stack: Stack, strategy: dict[str, Any], *, instances: int = 2) -> LoadedConfig:
+    """zerodown.yml with service `api` (per-revision faults) and environment `prod`."""
+    data = {
+        "state_dir": "state",
+        "router": {"listen": [f"127.0.0.1:{stack.port}"]},
+        "services": {
+            "api": {
+                "workdir": str(WEBAPP),
+                "run": RUN,
+                "instances": instances,
+                "drain_timeout": 5,
+                "stop_timeout": 5,
+                "health": {
+                    "path": "/health",
+                    "healthy_threshold": 1,
+                    "interval": 0.2,
+                    "start_interval": 0.1,
+                    "timeout": 2,
+                    "deadline": 30,
+                },
+            }
+        },
+        "environments": {"prod": {"strategy": strategy}},
+    }
+    path = stack.root / "zerodown.yml"
+    path.write_text(yaml.safe_dump(data))
+    return load_config(path, environ={})
+
+
+class PreviewSmokeCheck:
+    """A Verifier: 60 requests with the preview header through the router; fails above 5 % 5xx.
+    Also records which versions answered with and without the header."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.with_header: set[str] = set()
+        self.without_header: set[str] = set()
+
+    async def verify(self, ctx: DeploymentContext) -> None:
+        header = {"X-Zerodown-Preview": "1"}
+        errors = 0
+        async with httpx.AsyncClient(timeout=10) as client:
+            for _ in range(60):
+                answer = await client.get(self.url + "/", headers=header)
+                errors += answer.status_code >= 500
+                self.with_header.add(answer.json()["version"])
+            for _ in range(10):
+                self.without_header.add((await client.get(self.url + "/")).json()["version"])
+        if errors > 3:
+            raise VerificationFailed(f"preview smoke check: {errors}/60 answers were 5xx")
+
+
+async def _deploy(deployer: Deployer, revision: str) -> DeploymentRecord:
+    return await deployer.deploy(DeployRequest("api", "prod", revision, "test"))
+
+
+async def _data(stack: Stack, record: DeploymentRecord, kind: EventKind) -> list[dict[str, Any]]:
+    return [e.data for _, e in await stack.store.events(record.id) if e.kind is kind]
+
+
+async def test_blue_green_5xx_revision_is_caught_on_preview_and_never_takes_live_traffic(
+    stack: Stack,
+) -> None:
+    """`bad` fails its preview smoke check: rolled back; under load no request saw `bad`, and
+    the preview header reached only green while plain requests reached only blue."""
+    loaded = write_config(stack, {"type": "blue-green"})
+    assert (await _deploy(stack.deployer(loaded), "v1")).state is DeploymentState.SUCCEEDED
+    check = PreviewSmokeCheck(stack.url)
+    deployer = Deployer(
+        loaded, runtime=stack.runtime, router=stack.router, store=stack.store, verifiers=[check]
+    )
+    async with Load(stack.url, connections=10) as load:
+        record = await _deploy(deployer, "bad")
+    report = await load.report()
+    assert record.state is DeploymentState.ROLLED_BACK, record.reason
+    assert "preview smoke check" in (record.reason or "")
+    assert check.with_header == {"bad"} and check.without_header == {"v1"}
+    assert set(report.versions) == {"v1"} and report.failed == 0
+    assert await stack.running_revisions() == ["v1", "v1"]
+
+
+async def test_blue_green_switches_atomically_and_rollback_in_the_window_is_a_flip(
+    stack: Stack,
+) -> None:
+    """v1 -> v2 under load: 0 failed requests; `rollback` starts no instance and puts v1 back."""
+    loaded = write_config(stack, {"type": "blue-green"})
+    deployer = stack.deployer(loaded)
+    assert (await _deploy(deployer, "v1")).state is DeploymentState.SUCCEEDED
+    async with Load(stack.url, connections=10) as load:
+        record = await _deploy(deployer, "v2")
+    report = await load.report()
+    assert record.state is DeploymentState.SUCCEEDED, record.reason
+    assert report.failed == 0 and await stack.versions() == {"v2"}
+    back = await deployer.rollback("api", "prod", actor="test")
+    assert back.state is DeploymentState.SUCCEEDED, back.reason
+    kinds = [e.kind for _, e in await stack.store.events(back.id)]
+    assert EventKind.INSTANCE_STARTING not in kinds
+    assert await stack.versions() == {"v1"}
+
+
+async def test_canary_with_20_percent_5xx_fails_analysis_and_rolls_back(stack: Stack) -> None:
+    """Under load the router's numbers show the canary's 5xx: fail, weight back on v1."""
+    strategy = {"type": "canary", "steps": [{"weight": 20, "pause": 20}], "analysis": FAST_ANALYSIS}
+    loaded = write_config(stack, strategy)
+    deployer = stack.deployer(loaded)
+    assert (await _deploy(deployer, "v1")).state is DeploymentState.SUCCEEDED
+    async with Load(stack.url, connections=10):
+        record = await _deploy(deployer, "bad")
+    assert record.state is DeploymentState.ROLLED_BACK, record.reason
+    assert "canary analysis failed" in (record.reason or "")
+    last = (await _data(stack, record, EventKind.ANALYSIS))[-1]
+    assert last["verdict"] == "fail" and last["canary"]["errors_5xx"] > 0
+    assert await stack.versions() == {"v1"}
+
+
+async def test_slow_canary_fails_on_p95_latency(stack: Stack) -> None:
+    """`slow` (+300 ms) against a fast baseline: the p95 check fails and the canary goes."""
+    strategy = {"type": "canary", "steps": [{"weight": 30, "pause": 20}], "analysis": FAST_ANALYSIS}
+    loaded = write_config(stack, strategy)
+    deployer = stack.deployer(loaded)
+    assert (await _deploy(deployer, "v1")).state is DeploymentState.SUCCEEDED
+    async with Load(stack.url, connections=10):
+        record = await _deploy(deployer, "slow")
+    assert record.state is DeploymentState.ROLLED_BACK, record.reason
+    last = (await _data(stack, record, EventKind.ANALYSIS))[-1]
+    assert [c["name"] for c in last["checks"] if c["ok"] is False] == ["p95_latency"]
+    assert await stack.running_revisions() == ["v1", "v1"]
+
+
+async def test_low_traffic_canary_is_held_inconclusive_and_not_promoted(stack: Stack) -> None:
+    """No load: every analysis says what is missing; the step never advances; it fails at the
+    inconclusive limit and v1 keeps serving."""
+    strategy = {
+        "type": "canary",
+        "steps": [{"weight": 10, "pause": 1}, {"weight": 50, "pause": 1}],
+        "analysis": FAST_ANALYSIS,
+    }
+    loaded = write_config(stack, strategy)
+    deployer = stack.deployer(loaded)
+    assert (await _deploy(deployer, "v1")).state is DeploymentState.SUCCEEDED
+    record = await _deploy(deployer, "v2")
+    assert record.state is DeploymentState.ROLLED_BACK, record.reason
+    analyses = await _data(stack, record, EventKind.ANALYSIS)
+    assert {a["verdict"] for a in analyses} == {"inconclusive"}
+    assert "requests needed" in analyses[-1]["missing"][0]
+    assert [d["weight"] for d in await _data(stack, record, EventKind.STEP)] == [10]
+    assert await stack.versions() == {"v1"}
+
+
+async def test_sticky_cookie_keeps_a_client_on_its_revision(stack: Stack) -> None:
+    """At a 50 % canary step a client with the cookie always gets the same version."""
+    strategy = {
+        "type": "canary",
+        "sticky": True,
+        "steps": [{"weight": 50}],
+        "analysis": {**FAST_ANALYSIS, "inconclusive_limit": 60},
+    }
+    loaded = write_config(stack, strategy, instances=1)
+    deployer = stack.deployer(loaded)
+    assert (await _deploy(deployer, "v1")).state is DeploymentState.SUCCEEDED
+    task = asyncio.ensure_future(_deploy(deployer, "v2"))
+    try:
+        async with httpx.AsyncClient(timeout=10) as client:
+            for _ in range(600):  # until the canary takes traffic; no cookie jar in between
+                client.cookies.clear()
+                first = await client.get(stack.url + "/")
+                if first.json()["version"] == "v2":
+                    break
+                await asyncio.sleep(0.05)
+            assert first.headers["set-cookie"].startswith("zerodown_rev=v2")
+            # The client's jar now sends zerodown_rev=v2 with every request.
+            seen = {(await client.get(stack.url + "/")).json()["version"] for _ in range(30)}
+            plain = set()
+            for _ in range(30):
+                client.cookies.clear()
+                plain.add((await client.get(stack.url + "/")).json()["version"])
+        assert seen == {"v2"} and plain == {"v1", "v2"}
+    finally:
+        deployer.abort()
+        await task
