@@ -15,6 +15,7 @@ from zerodown.clock import Clock
 from zerodown.config.loader import LoadedConfig
 from zerodown.engine.deployer import Deployer, DeploymentRun, describe_failure, run_shielded
 from zerodown.engine.events import DeploymentObserver, DeploymentState, EventKind
+from zerodown.engine.extensions import EnvSource, Masker
 from zerodown.engine.fleet import dominant_revision, run_all
 from zerodown.errors import ConfigError, LockHeld
 from zerodown.health.checks import Prober
@@ -43,8 +44,12 @@ async def recover_unfinished(
     *,
     clock: Clock | None = None,
     prober: Prober | None = None,
+    env_sources: Sequence[EnvSource] = (),
+    masker: Masker | None = None,
 ) -> list[DeploymentRecord]:
-    """End every unfinished deployment whose holder died; return them as they ended."""
+    """End every unfinished deployment whose holder died; return them as they ended.
+
+    `env_sources` (secrets) give restored instances the environment a deployment gives them."""
     deployer = Deployer(
         loaded,
         runtime=runtime,
@@ -53,6 +58,8 @@ async def recover_unfinished(
         observers=observers,
         clock=clock,
         prober=prober,
+        env_sources=env_sources,
+        masker=masker,
     )
     ended: list[DeploymentRecord] = []
     for record in await store.unfinished():
@@ -130,6 +137,8 @@ async def _finish(run: DeploymentRun) -> None:
         return
     fleet.touched = True  # something may have changed before the crash: always restore
     try:
+        for source in run.deployer.env_sources:  # restored instances need their secrets too
+            fleet.extra_env.update(await source.environment(run.context()))
         await run.roll_back(reason, ended=f"rolled back after a control-plane crash at: {last}")
     except Exception as exc:
         log.exception("recovery of %s failed", record.id)

@@ -31,6 +31,7 @@ from zerodown.runtimes.base import InstanceSpec, InstanceState
 from zerodown.runtimes.local import procinfo
 from zerodown.runtimes.local.logfile import DEFAULT_BACKUPS, DEFAULT_MAX_BYTES, RotatingLogFile
 from zerodown.runtimes.local.procinfo import ProcessIdentity
+from zerodown.secrets.masking import SECRET_NAMES_ENV, StreamMasker
 
 SPEC_FILE = "spec.json"
 SUPERVISOR_FILE = "supervisor.json"
@@ -195,6 +196,18 @@ def app_environment(record: SpecRecord, environ: dict[str, str]) -> dict[str, st
     return env
 
 
+def secret_values(record: SpecRecord, environ: dict[str, str]) -> list[str]:
+    """Values of the app's env variables named in `ZERODOWN_SECRET_NAMES`: masked in its log."""
+    if SECRET_NAMES_ENV not in record.env_names:
+        return []
+    names = environ.get(APP_ENV_PREFIX + SECRET_NAMES_ENV, "").split(",")
+    return [
+        environ[APP_ENV_PREFIX + name]
+        for name in names
+        if name in record.env_names and APP_ENV_PREFIX + name in environ
+    ]
+
+
 def _memory_limiter(limit: int | None) -> Callable[[], None] | None:
     """A preexec function that caps the child's address space (RLIMIT_AS), or None."""
     if limit is None:
@@ -220,6 +233,8 @@ class Supervisor:
         self.stop_requested = asyncio.Event()
         self.status = StatusRecord(state=InstanceState.STARTING, port=self.record.port)
         self._log_error_reported = False
+        # The app's secrets never reach its log file in plain text (see `zerodown.secrets`).
+        self._secrets = secret_values(self.record, dict(os.environ))
 
     async def run(self) -> int:
         """Supervise until stopped (exit 0), the policy says done (0) or the app cannot run (1)."""
@@ -337,17 +352,22 @@ class Supervisor:
         transport, _ = await loop.connect_read_pipe(
             lambda: asyncio.StreamReaderProtocol(reader), pipe
         )
+        masker = StreamMasker.for_values(self._secrets)
         try:
             while chunk := await reader.read(_PUMP_CHUNK):
-                try:
-                    self.log.write(chunk)
-                except OSError as exc:  # disk full: drop output rather than stall the app
-                    if not self._log_error_reported:
-                        print(f"cannot write the app log: {exc}", file=sys.stderr, flush=True)
-                        self._log_error_reported = True
+                self._write_log(masker.feed(chunk))
         finally:
+            self._write_log(masker.flush())
             transport.close()
             self.log.close()
+
+    def _write_log(self, data: bytes) -> None:
+        try:
+            self.log.write(data)
+        except OSError as exc:  # disk full: drop output rather than stall the app
+            if not self._log_error_reported:
+                print(f"cannot write the app log: {exc}", file=sys.stderr, flush=True)
+                self._log_error_reported = True
 
     def record_status(self, **changes: Any) -> None:
         """Update the in-memory status and write it to `status.json` atomically."""

@@ -1,0 +1,65 @@
+"""`SecretsEnvSource`: an environment's secrets, resolved at deploy time, for its instances.
+
+Values go to the new instances' environment (and to hooks), never to a file; the masker learns
+each of them first, so no event, log line or printed message carries one. The instances also get
+`ZERODOWN_SECRET_NAMES` (names only), which tells their supervisor what to mask in their log.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+from zerodown.config.secrets import SecretSourceConfig
+from zerodown.engine.events import EventKind
+from zerodown.engine.extensions import DeploymentContext
+from zerodown.secrets import effective_sources, open_secret_store
+from zerodown.secrets.base import SecretStore
+from zerodown.secrets.masking import SECRET_NAMES_ENV, SecretMasker, global_masker
+
+StoreOpener = Callable[[SecretSourceConfig], SecretStore]
+
+
+class SecretsEnvSource:
+    """An `EnvSource`: reads every source of the deployment's environment, later ones winning."""
+
+    def __init__(
+        self,
+        state_dir: Path,
+        root: Path,
+        *,
+        masker: SecretMasker | None = None,
+        opener: StoreOpener | None = None,
+        environ: Mapping[str, str] | None = None,
+    ) -> None:
+        self.masker = masker if masker is not None else global_masker()
+        self._environ = os.environ if environ is None else environ
+        self._open: StoreOpener = opener or (
+            lambda config: open_secret_store(
+                config, state_dir=state_dir, root=root, environ=self._environ
+            )
+        )
+
+    async def environment(self, ctx: DeploymentContext) -> Mapping[str, str]:
+        """The secrets of `ctx`'s environment, plus `ZERODOWN_SECRET_NAMES`; SecretsError fails
+        the deployment before anything changes."""
+        environment = ctx.record.environment
+        resolved: dict[str, str] = {}
+        read: list[str] = []
+        for config in effective_sources(ctx.environment.secrets):
+            store = self._open(config)
+            values = await store.values(environment)
+            self.masker.add(*values.values())  # before anything could print or record them
+            resolved.update(values)
+            if values:
+                read.append(f"{store.describe(environment)} ({len(values)})")
+        if not resolved:
+            return {}
+        names = sorted(resolved)
+        await ctx.emit(
+            EventKind.DECISION,
+            f"secrets: {len(names)} variable(s) from {', '.join(read)}: {', '.join(names)}",
+            {"secrets": names, "sources": read},
+        )
+        return {**resolved, SECRET_NAMES_ENV: ",".join(names)}
