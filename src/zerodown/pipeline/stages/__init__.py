@@ -1,0 +1,1 @@
+"""Built-in stage kinds of the pipeline: test, build, scan, migrations, publish, deploy."""
