@@ -85,6 +85,11 @@ class ControlPlaneServer:
         self._server: asyncio.AbstractServer | None = None
         self._running: dict[tuple[str, str], Any] = {}  # (service, env) -> Deployer
 
+    @property
+    def running(self) -> dict[tuple[str, str], Any]:
+        """Deployments this process runs, by (service, environment); the HTTP API shares it."""
+        return self._running
+
     async def start(self) -> None:
         """Listen (replacing a stale socket file)."""
         with contextlib.suppress(FileNotFoundError):

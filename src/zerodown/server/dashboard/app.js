@@ -1,0 +1,370 @@
+// zerodown dashboard: a small hash-routed page over the control plane's API. Vanilla JS, no build.
+"use strict";
+
+const TOKEN_KEY = "zerodown-token";
+const view = document.getElementById("view");
+let overview = null;
+let cleanup = [];  // what the current page must stop when the user leaves it (streams, timers)
+
+// -- helpers -----------------------------------------------------------------------------------
+
+function h(tag, attrs, ...children) {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(attrs || {})) {
+    if (value === null || value === undefined || value === false) continue;
+    if (key.startsWith("on")) node.addEventListener(key.slice(2), value);
+    else node.setAttribute(key, value === true ? "" : value);
+  }
+  for (const child of children.flat()) {
+    if (child === null || child === undefined || child === false) continue;
+    node.appendChild(typeof child === "string" || typeof child === "number"
+      ? document.createTextNode(String(child)) : child);
+  }
+  return node;
+}
+
+const short = (sha) => (sha ? String(sha).slice(0, 10) : "–");
+const badge = (text, cls) => h("span", { class: `badge ${cls || text}` }, text);
+function when(ts) {
+  if (!ts) return "–";
+  return new Date(ts * 1000).toLocaleString([], { dateStyle: "short", timeStyle: "medium" });
+}
+function seconds(s) {
+  if (s === null || s === undefined) return "–";
+  if (s < 90) return `${s.toFixed(1)} s`;
+  if (s < 5400) return `${(s / 60).toFixed(1)} min`;
+  if (s < 172800) return `${(s / 3600).toFixed(1)} h`;
+  return `${(s / 86400).toFixed(1)} d`;
+}
+const percent = (x) => (x === null || x === undefined ? "–" : `${(x * 100).toFixed(1)} %`);
+
+function toast(message, isError) {
+  const box = document.getElementById("toast");
+  box.textContent = message;
+  box.className = isError ? "error" : "";
+  box.hidden = false;
+  clearTimeout(toast.timer);
+  toast.timer = setTimeout(() => { box.hidden = true; }, 6000);
+}
+
+async function api(path, options) {
+  const headers = { Accept: "application/json" };
+  const token = sessionStorage.getItem(TOKEN_KEY);
+  if (token) headers.Authorization = `Bearer ${token}`;
+  if (options && options.body) headers["Content-Type"] = "application/json";
+  const response = await fetch(path, { ...(options || {}), headers });
+  let body = null;
+  try { body = await response.json(); } catch (e) { body = null; }
+  if (!response.ok) {
+    const detail = body && body.detail;
+    const error = new Error(typeof detail === "string" ? detail : `HTTP ${response.status}`);
+    error.status = response.status;
+    throw error;
+  }
+  return body;
+}
+
+// Confirmation dialog; asks for the token (kept in sessionStorage) when none is stored yet.
+function confirmAction(title, text) {
+  const dialog = document.getElementById("confirm");
+  const needToken = !sessionStorage.getItem(TOKEN_KEY);
+  document.getElementById("confirm-title").textContent = title;
+  document.getElementById("confirm-text").textContent = text;
+  document.getElementById("confirm-token-label").hidden = !needToken;
+  const input = document.getElementById("confirm-token");
+  input.value = "";
+  input.required = needToken;
+  return new Promise((resolve) => {
+    dialog.addEventListener("close", () => {
+      if (dialog.returnValue !== "ok") return resolve(false);
+      if (needToken) sessionStorage.setItem(TOKEN_KEY, input.value.trim());
+      resolve(true);
+    }, { once: true });
+    dialog.returnValue = "";
+    dialog.showModal();
+    (needToken ? input : document.getElementById("confirm-ok")).focus();
+  });
+}
+
+async function act(title, text, path, body) {
+  if (!(await confirmAction(title, text))) return null;
+  try {
+    const result = await api(path, { method: "POST", body: body ? JSON.stringify(body) : undefined });
+    toast(`${title}: accepted`);
+    return result;
+  } catch (error) {
+    if (error.status === 401) sessionStorage.removeItem(TOKEN_KEY);
+    toast(`${title} refused: ${error.message}`, true);
+    return null;
+  }
+}
+
+// -- pages -------------------------------------------------------------------------------------
+
+async function servicesPage() {
+  const fleets = await api("/api/services");
+  const root = h("div", {}, h("h1", {}, "Services"));
+  const grid = h("div", { class: "grid" });
+  for (const fleet of fleets) grid.appendChild(serviceCard(fleet));
+  root.appendChild(grid);
+  return root;
+}
+
+function serviceCard(fleet) {
+  const last = fleet.last_deployment;
+  const running = last && !last.terminal;
+  const card = h("section", { class: "card service", "data-route": fleet.route },
+    h("header", {},
+      h("h2", {}, `${fleet.service} `, h("span", { class: "muted" }, fleet.environment)),
+      badge(`${fleet.healthy} healthy`, fleet.healthy > 0 ? "healthy" : "unhealthy")),
+    h("dl", { class: "kv" },
+      h("dt", {}, "revision"), h("dd", { class: "mono revision" }, short(fleet.revision)),
+      h("dt", {}, "last"), h("dd", {}, last
+        ? h("span", {}, h("a", { href: `#/deployment/${last.id}` }, `${last.kind} ${short(last.revision)}`),
+          " ", badge(last.state), " ", h("span", { class: "muted" }, when(last.created_at)))
+        : "never deployed")),
+    last && last.reason && !running
+      ? h("div", { class: `reason ${last.state === "succeeded" ? "ok" : ""}` }, last.reason) : null);
+  if (fleet.targets.length) {
+    card.appendChild(h("table", {},
+      h("thead", {}, h("tr", {}, h("th", {}, "instance"), h("th", {}, "revision"),
+        h("th", {}, "health"), h("th", { class: "hide-sm" }, "in-flight"))),
+      h("tbody", {}, fleet.targets.map((t) => h("tr", {},
+        h("td", { class: "mono" }, t.instance), h("td", { class: "mono" }, short(t.revision)),
+        h("td", {}, badge(t.draining ? "draining" : t.health)),
+        h("td", { class: "hide-sm" }, t.inflight))))));
+  }
+  const revision = h("input", { placeholder: "revision (sha, tag)", size: 14, "aria-label": "revision" });
+  card.appendChild(h("div", { class: "actions" },
+    running ? h("a", { class: "button", href: `#/deployment/${last.id}` }, h("span", { class: "live" }), "follow deployment") : null,
+    revision,
+    h("button", { class: "primary deploy", onclick: async () => {
+      const rev = revision.value.trim();
+      if (!rev) return toast("type a revision to deploy", true);
+      const done = await act(`Deploy ${fleet.service} ${rev}`,
+        `Deploy ${rev} of ${fleet.service} to ${fleet.environment}?`, "/api/deployments",
+        { service: fleet.service, environment: fleet.environment, revision: rev });
+      if (done) location.hash = `#/deployment/${done.id}`;
+    } }, "Deploy"),
+    h("button", { class: "danger rollback", disabled: running || !fleet.revision, onclick: async () => {
+      const done = await act(`Roll back ${fleet.service}`,
+        `Roll ${fleet.service} in ${fleet.environment} back from ${short(fleet.revision)} to the previous good revision?`,
+        "/api/rollback", { service: fleet.service, environment: fleet.environment });
+      if (done) location.hash = `#/deployment/${done.id}`;
+    } }, "Roll back")));
+  const charts = h("div", { class: "charts" });
+  card.appendChild(charts);
+  loadCharts(fleet, charts);
+  return card;
+}
+
+async function loadCharts(fleet, box) {
+  try {
+    const data = await api(`/api/metrics?service=${fleet.service}&environment=${fleet.environment}&minutes=15`);
+    if (!data.measured) return;
+    const period = data.period || 10;
+    box.appendChild(ZdCharts.lineChart("requests / s", data.series, (p) => p.requests / period, "per revision"));
+    box.appendChild(ZdCharts.lineChart("5xx / s", data.series, (p) => (p["5xx"] || 0) / period, "per revision"));
+    box.appendChild(ZdCharts.lineChart("p95 latency (ms)", data.series, (p) => p.latency_ms && p.latency_ms.p95, "per revision"));
+  } catch (error) {
+    box.appendChild(h("p", { class: "muted" }, `metrics: ${error.message}`));
+  }
+}
+
+async function deploymentsPage() {
+  const list = await api("/api/deployments?limit=100");
+  return h("div", {}, h("h1", {}, "Deployments"), h("div", { class: "card" }, h("table", {},
+    h("thead", {}, h("tr", {}, ["when", "service", "revision", "kind", "state", "duration", "actor"]
+      .map((c) => h("th", { class: ["actor", "duration"].includes(c) ? "hide-sm" : null }, c)))),
+    h("tbody", {}, list.map((d) => h("tr", {},
+      h("td", {}, h("a", { href: `#/deployment/${d.id}` }, when(d.created_at))),
+      h("td", {}, `${d.service}/${d.environment}`),
+      h("td", { class: "mono" }, short(d.revision)), h("td", {}, d.kind),
+      h("td", {}, badge(d.state)), h("td", { class: "hide-sm" }, seconds(d.duration)),
+      h("td", { class: "hide-sm" }, d.actor)))))));
+}
+
+const GOOD = new Set(["instance_healthy", "traffic_added", "rollback_finished", "batch_finished"]);
+const BAD = new Set(["instance_failed", "rollback_started"]);
+
+function eventClass(event) {
+  if (event.kind === "state") return event.data.to === "succeeded" ? "state good" : ["rolled_back", "failed", "rolling_back"].includes(event.data.to) ? "state bad" : "state";
+  if (event.kind === "batch_finished") return event.data.ok === false ? "bad" : "good";
+  if (event.kind === "hook_finished") return event.data.ok === false ? "bad" : "good";
+  if (event.kind === "health_probe") return event.data.ok ? "detail" : "detail bad";
+  if (event.kind === "decision" && event.data.reason) return "decision bad";
+  if (GOOD.has(event.kind)) return "good";
+  if (BAD.has(event.kind)) return "bad";
+  if (event.kind.startsWith("alarm")) return "alarm";
+  if (event.kind.startsWith("analysis")) return "analysis";
+  return event.kind;
+}
+
+async function deploymentPage(id) {
+  const record = await api(`/api/deployments/${id}`);
+  const header = h("div");
+  const batches = h("div", { class: "batches" });
+  const timeline = h("ol", { class: "timeline", id: "timeline" });
+  const showProbes = h("input", { type: "checkbox", id: "show-probes" });
+  const root = h("div", {}, header,
+    h("div", { class: "card" },
+      h("h2", {}, "Batches"), batches,
+      h("header", {}, h("h2", {}, "Timeline"),
+        h("label", { class: "muted" }, showProbes, " health probes and output")),
+      timeline));
+  let current = record;
+  const batchState = new Map();
+
+  function renderHeader() {
+    const d = current;
+    header.replaceChildren(...[
+      h("h1", {}, `${d.kind} ${d.service}/${d.environment} `, h("span", { class: "mono" }, short(d.revision)), " ",
+        h("span", { id: "deployment-state" }, badge(d.state)),
+        d.terminal ? null : h("span", { class: "muted live-note" }, " ", h("span", { class: "live" }), "live")),
+      d.reason ? h("div", { class: `reason ${d.state === "succeeded" ? "ok" : ""}`, id: "deployment-reason" }, d.reason) : null,
+      h("dl", { class: "kv" },
+        h("dt", {}, "deployment"), h("dd", { class: "mono" }, d.id),
+        h("dt", {}, "previous"), h("dd", { class: "mono" }, short(d.previous_revision)),
+        h("dt", {}, "commit"), h("dd", {}, d.commit_message || "–"),
+        h("dt", {}, "strategy"), h("dd", {}, d.strategy),
+        h("dt", {}, "actor"), h("dd", {}, d.actor),
+        h("dt", {}, "started"), h("dd", {}, when(d.started_at || d.created_at)),
+        h("dt", {}, "duration"), h("dd", {}, seconds(d.duration))),
+      d.terminal ? null : h("div", { class: "actions" },
+        h("button", { class: "danger abort", onclick: () => act("Abort deployment",
+          `Abort ${short(d.revision)} of ${d.service}/${d.environment}? The fleet rolls back.`,
+          `/api/deployments/${d.id}/abort`) }, "Abort"),
+        ...(overview && overview.features.promote && ["canary", "blue-green"].includes(d.strategy)
+          ? [["promote", "Promote"], ["promote_full", "Promote fully"], ["pause", "Pause"], ["resume", "Resume"]]
+            .map(([cmd, label]) => h("button", { class: cmd, onclick: () => act(label,
+              `${label} ${d.service}/${d.environment}?`, `/api/deployments/${d.id}/${cmd}`) }, label))
+          : []))].filter(Boolean));  // replaceChildren would print null as text
+  }
+
+  // Batches overlap in surge mode, and a rollback numbers its batches from 1 again: a finished
+  // batch belongs to the newest open batch with its number.
+  function renderBatch(event) {
+    if (event.kind === "batch_started") {
+      const node = h("span", { class: "b" }, `batch ${event.data.batch}${event.data.of ? `/${event.data.of}` : ""}: ${(event.data.instances || []).length} instance(s)`);
+      batchState.set(node, { batch: event.data.batch, open: true });
+      batches.appendChild(node);
+      return;
+    }
+    const open = [...batchState.entries()].filter(([, b]) => b.open && b.batch === event.data.batch);
+    if (!open.length) return;
+    const [node, info] = open[open.length - 1];
+    info.open = false;
+    node.className = `b ${event.data.ok === false ? "fail" : "ok"}`;
+    node.textContent += ` — ${event.data.ok === false ? "failed" : "done"} ${seconds(event.data.seconds)}`;
+  }
+
+  const start = record.created_at;
+  function addEvent(event) {
+    if (event.kind === "batch_started" || event.kind === "batch_finished") renderBatch(event);
+    const cls = eventClass(event);
+    const noisy = ["health_probe", "hook_output", "build_output"].includes(event.kind);
+    const item = h("li", { class: `${cls} ev-${event.kind}`, hidden: noisy && !showProbes.checked },
+      h("span", { class: "t" }, `+${(event.at - start).toFixed(1)}s`),
+      h("span", { class: "k" }, event.kind), event.message);
+    timeline.appendChild(item);
+  }
+  showProbes.addEventListener("change", () => {
+    for (const li of timeline.querySelectorAll(".ev-health_probe, .ev-hook_output, .ev-build_output")) li.hidden = !showProbes.checked;
+  });
+
+  renderHeader();
+  const source = new EventSource(`/api/deployments/${record.id}/events/stream`);
+  source.addEventListener("deployment_event", (message) => {
+    const event = JSON.parse(message.data);
+    addEvent(event);
+    if (event.kind === "state") {
+      current = { ...current, state: event.data.to };
+      renderHeader();
+    }
+  });
+  source.addEventListener("end", (message) => {
+    current = JSON.parse(message.data);
+    renderHeader();
+    source.close();
+  });
+  cleanup.push(() => source.close());
+  return root;
+}
+
+async function alarmsPage() {
+  const alarms = await api("/api/alarms?limit=200");
+  const rows = alarms.map((a) => h("tr", {},
+    h("td", {}, when(a.at)), h("td", {}, a.alarm || "–"),
+    h("td", {}, a.service ? `${a.service}/${a.environment}` : h("a", { href: `#/deployment/${a.deployment_id}` }, short(a.deployment_id))),
+    h("td", {}, a.new_state ? badge(a.new_state) : "–"),
+    h("td", { class: "hide-sm" }, a.value === undefined || a.value === null ? "–" : `${a.value} / ${a.threshold}`),
+    h("td", {}, a.reason || a.message || "")));
+  return h("div", {}, h("h1", {}, "Alarms"), h("div", { class: "card" },
+    rows.length ? h("table", {},
+      h("thead", {}, h("tr", {}, h("th", {}, "when"), h("th", {}, "alarm"), h("th", {}, "where"),
+        h("th", {}, "state"), h("th", { class: "hide-sm" }, "value / threshold"), h("th", {}, "reason"))),
+      h("tbody", {}, rows)) : h("p", { class: "muted" }, "No alarm has changed state yet.")));
+}
+
+async function kpisPage(params) {
+  const days = Number(params.get("days") || 30);
+  const list = await api(`/api/kpis?days=${days}`);
+  const picker = h("select", { "aria-label": "period", onchange: (e) => { location.hash = `#/kpis?days=${e.target.value}`; } },
+    [7, 30, 90, 365].map((d) => h("option", { value: d, selected: d === days }, `last ${d} days`)));
+  const cards = list.map((k) => h("section", { class: "card kpi", "data-route": `${k.service}.${k.environment}` },
+    h("header", {}, h("h2", {}, `${k.service} `, h("span", { class: "muted" }, k.environment))),
+    h("table", {}, h("tbody", {},
+      h("tr", {}, h("th", {}, "deploys / week"), h("td", {}, k.deploys_per_week.toFixed(1))),
+      h("tr", {}, h("th", {}, "success rate"), h("td", {}, `${percent(k.success_rate)} (${k.succeeded}/${k.deployments})`)),
+      h("tr", {}, h("th", {}, "deploy duration"), h("td", {}, `mean ${seconds(k.duration_mean)}, p95 ${seconds(k.duration_p95)}`)),
+      h("tr", {}, h("th", {}, "rollbacks"), h("td", {}, `${k.rollbacks} automatic, ${k.manual_rollbacks} manual; max ${seconds(k.rollback_seconds_max)}`)),
+      h("tr", {}, h("th", {}, "time to restore"), h("td", {}, `mean ${seconds(k.time_to_restore_mean)}${k.unrestored ? `, ${k.unrestored} not restored yet` : ""}`)),
+      h("tr", {}, h("th", {}, "change failure rate"), h("td", {}, percent(k.change_failure_rate))),
+      h("tr", {}, h("th", {}, "lead time"), h("td", {}, `mean ${seconds(k.lead_time_mean)}, median ${seconds(k.lead_time_median)}`)),
+      h("tr", {}, h("th", {}, "downtime"), h("td", {}, k.downtime_measured ? seconds(k.downtime_seconds) : "not measured")))),
+    h("h3", {}, "targets"),
+    h("table", {}, h("tbody", {}, k.checks.map((c) => h("tr", {},
+      h("td", {}, c.name), h("td", {}, c.target),
+      h("td", {}, c.met === null ? badge("no data", "") : badge(c.met ? "met" : "not met", c.met ? "met" : "not-met"))))))));
+  return h("div", {}, h("h1", {}, "KPIs ", picker), h("div", { class: "grid" }, cards));
+}
+
+// -- routing -----------------------------------------------------------------------------------
+
+async function route() {
+  for (const stop of cleanup.splice(0)) stop();
+  const [path, query] = (location.hash.slice(1) || "/").split("?");
+  const params = new URLSearchParams(query || "");
+  const parts = path.split("/").filter(Boolean);
+  const page = parts[0] || "services";
+  for (const link of document.querySelectorAll("nav a")) {
+    link.classList.toggle("active", link.dataset.nav === page || (page === "deployment" && link.dataset.nav === "deployments"));
+  }
+  try {
+    if (!overview) {
+      overview = await api("/api/overview");
+      document.getElementById("project").textContent = overview.project;
+    }
+    let content;
+    if (page === "deployment") content = await deploymentPage(parts[1]);
+    else if (page === "deployments") content = await deploymentsPage();
+    else if (page === "alarms") content = await alarmsPage();
+    else if (page === "kpis") content = await kpisPage(params);
+    else content = await servicesPage();
+    view.replaceChildren(content);
+  } catch (error) {
+    if (error.status === 401) {
+      const token = window.prompt("This dashboard needs an API token (zerodown token create NAME):");
+      if (token) { sessionStorage.setItem(TOKEN_KEY, token.trim()); return route(); }
+    }
+    view.replaceChildren(h("div", { class: "reason" }, `Could not load this page: ${error.message}`));
+  }
+}
+
+// The services page refreshes itself while it is shown (health changes without events).
+setInterval(() => {
+  const page = (location.hash.slice(1) || "/").split("/").filter(Boolean)[0] || "services";
+  if (page === "services" && !document.getElementById("confirm").open && document.activeElement.tagName !== "INPUT") route();
+}, 5000);
+window.addEventListener("hashchange", route);
+route();

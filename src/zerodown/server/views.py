@@ -1,0 +1,83 @@
+"""How the HTTP API shows the control plane's objects: JSON-ready dicts, one function per kind."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from zerodown.control_plane import FleetStatus
+from zerodown.engine.events import DeploymentEvent
+from zerodown.store.base import DeploymentRecord
+
+
+def deployment_view(record: DeploymentRecord) -> dict[str, Any]:
+    """A deployment as the API lists it."""
+    return {
+        "id": record.id,
+        "service": record.service,
+        "environment": record.environment,
+        "revision": record.revision,
+        "previous_revision": record.previous_revision,
+        "kind": record.kind,
+        "strategy": record.strategy,
+        "state": record.state.value,
+        "terminal": record.state.terminal,
+        "actor": record.actor,
+        "reason": record.reason,
+        "commit_message": record.commit_message,
+        "commit_time": record.commit_time,
+        "created_at": record.created_at,
+        "started_at": record.started_at,
+        "finished_at": record.finished_at,
+        "duration": record.duration,
+    }
+
+
+def event_view(seq: int, event: DeploymentEvent) -> dict[str, Any]:
+    """One deployment event with its sequence number."""
+    return {
+        "seq": seq,
+        "deployment_id": event.deployment_id,
+        "kind": event.kind.value,
+        "message": event.message,
+        "data": event.data,
+        "at": event.at,
+    }
+
+
+def fleet_view(item: FleetStatus) -> dict[str, Any]:
+    """One service in one environment: live revision, targets with health, instances."""
+    targets = []
+    if item.route is not None:
+        for t in item.route.targets:
+            targets.append(
+                {
+                    "instance": t.spec.target_id,
+                    "address": t.spec.address,
+                    "revision": t.spec.revision,
+                    "weight": t.spec.weight,
+                    "health": t.health.value,
+                    "draining": t.draining,
+                    "inflight": t.inflight,
+                }
+            )
+    return {
+        "service": item.service,
+        "environment": item.environment,
+        "route": f"{item.service}.{item.environment}",
+        "revision": item.revision,
+        "live": deployment_view(item.live) if item.live else None,
+        "healthy": item.route.healthy_count if item.route else 0,
+        "targets": targets,
+        "instances": [
+            {
+                "instance": i.instance_id,
+                "revision": i.revision,
+                "state": i.state.value,
+                "pid": i.pid,
+                "port": i.port,
+                "restarts": i.restarts,
+            }
+            for i in item.instances
+        ],
+        "last_deployment": deployment_view(item.last) if item.last else None,
+    }

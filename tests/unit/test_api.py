@@ -1,0 +1,235 @@
+"""The HTTP API over a control plane of fakes (runtime, router, prober) and a real SQLite history:
+auth, reads, deploy/rollback/abort in the background, the SSE stream, KPIs."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from tests.unit.fakes import FakeProber, FakeRouter, FakeRuntime, make_loaded
+
+from zerodown.config.loader import LoadedConfig
+from zerodown.config.server import ServerConfig
+from zerodown.control_plane import ControlPlane
+from zerodown.engine.deployer import Deployer
+from zerodown.engine.events import DeploymentObserver
+from zerodown.server.api import create_app
+from zerodown.server.auth import TokenStore, hash_token
+from zerodown.store.sql import SqlHistoryStore, open_store
+
+pytestmark = pytest.mark.timeout(60)
+
+
+class FakePlane(ControlPlane):
+    """The real ControlPlane, with the fakes' prober in its deployers."""
+
+    def __init__(self, loaded: LoadedConfig, store: SqlHistoryStore) -> None:
+        self.fake_runtime = FakeRuntime()
+        self.prober = FakeProber(self.fake_runtime)
+        super().__init__(loaded, self.fake_runtime, FakeRouter(), store)
+
+    def deployer(self, observers: Sequence[DeploymentObserver] = ()) -> Deployer:
+        return Deployer(
+            self.loaded,
+            runtime=self.runtime,
+            router=self.router,
+            store=self.store,
+            observers=observers,
+            prober=self.prober,
+        )
+
+
+class Api:
+    """An httpx client on the app, the plane behind it and a valid token."""
+
+    def __init__(self, client: httpx.AsyncClient, plane: FakePlane, token: str) -> None:
+        self.client = client
+        self.plane = plane
+        self.token = token
+        self.auth = {"Authorization": f"Bearer {token}"}
+
+    async def deploy(self, revision: str) -> httpx.Response:
+        body = {"service": "api", "environment": "prod", "revision": revision}
+        return await self.client.post("/api/deployments", json=body, headers=self.auth)
+
+    async def follow(self, deployment_id: str) -> list[tuple[str, dict[str, Any]]]:
+        """Read the SSE stream to its end: (event name, data) pairs."""
+        messages: list[tuple[str, dict[str, Any]]] = []
+        url = f"/api/deployments/{deployment_id}/events/stream"
+        async with self.client.stream("GET", url) as response:
+            assert response.headers["content-type"].startswith("text/event-stream")
+            name = ""
+            async for line in response.aiter_lines():
+                if line.startswith("event: "):
+                    name = line[7:]
+                elif line.startswith("data: "):
+                    messages.append((name, json.loads(line[6:])))
+        return messages
+
+
+async def make_api(tmp_path: Path, settings: ServerConfig | None = None) -> AsyncIterator[Api]:
+    loaded = make_loaded(tmp_path, instances=2)
+    store = open_store(f"sqlite:///{tmp_path / 'history.db'}")
+    plane = FakePlane(loaded, store)
+    token = await TokenStore(store.engine).create("tester")
+    app = create_app(plane, settings=settings or ServerConfig())
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://zerodown.test") as client:
+        yield Api(client, plane, token)
+    await store.close()
+
+
+@pytest.fixture
+async def api(tmp_path: Path) -> AsyncIterator[Api]:
+    async for value in make_api(tmp_path):
+        yield value
+
+
+async def test_openapi_lists_reads_and_actions_with_bearer_auth(api: Api) -> None:
+    schema = (await api.client.get("/openapi.json")).json()
+    assert {"/api/services", "/api/deployments", "/api/kpis", "/api/rollback"} <= set(
+        schema["paths"]
+    )
+    assert "/api/deployments/{deployment_id}/events/stream" in schema["paths"]
+    assert schema["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
+
+
+async def test_the_dashboard_is_served_from_local_files(api: Api) -> None:
+    page = await api.client.get("/")
+    assert page.status_code == 200 and "/static/app.js" in page.text
+    assert "http" not in page.text.split("<body>")[1].replace('href="#', "")  # no CDN
+    script = await api.client.get("/static/app.js")
+    assert script.status_code == 200 and "EventSource" in script.text
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/api/deployments", {"service": "api", "environment": "prod", "revision": "v1"}),
+        ("/api/rollback", {"service": "api", "environment": "prod"}),
+        ("/api/deployments/abcdef12/abort", None),
+    ],
+)
+async def test_actions_without_a_valid_token_get_401(
+    api: Api, path: str, body: dict[str, str] | None
+) -> None:
+    assert (await api.client.post(path, json=body)).status_code == 401
+    wrong = {"Authorization": "Bearer zd_not-a-token"}
+    assert (await api.client.post(path, json=body, headers=wrong)).status_code == 401
+    assert await api.plane.store.list_deployments() == []
+
+
+async def test_reads_are_open_by_default_and_need_a_token_when_closed(tmp_path: Path) -> None:
+    async for api in make_api(tmp_path, ServerConfig(read_only_public=False)):
+        assert (await api.client.get("/api/services")).status_code == 401
+        assert (await api.client.get("/api/services", headers=api.auth)).status_code == 200
+    async for api in make_api(tmp_path / "open"):
+        assert (await api.client.get("/api/services")).status_code == 200
+
+
+async def test_tokens_are_stored_as_sha256_and_revoking_one_locks_it_out(api: Api) -> None:
+    tokens = TokenStore(api.plane.store.engine)  # type: ignore[attr-defined]
+    with api.plane.store.engine.connect() as conn:  # type: ignore[attr-defined]
+        stored = [row[0] for row in conn.exec_driver_sql("SELECT token_hash FROM api_tokens")]
+    assert stored == [hash_token(api.token)] and api.token not in stored
+    assert await tokens.verify(api.token) == "tester"
+    assert await tokens.revoke("tester")
+    assert (await api.deploy("v1")).status_code == 401
+
+
+async def test_deploy_returns_202_and_its_stream_shows_it_to_success(api: Api) -> None:
+    answer = await api.deploy("v1")
+    assert answer.status_code == 202
+    deployment_id = answer.json()["id"]
+    messages = await api.follow(deployment_id)
+    kinds = [data["kind"] for name, data in messages if name == "deployment_event"]
+    assert kinds[0] == "state" and "batch_started" in kinds and "instance_healthy" in kinds
+    assert messages[-1][0] == "end" and messages[-1][1]["state"] == "succeeded"
+    record = (await api.client.get(f"/api/deployments/{deployment_id}")).json()
+    assert (record["state"], record["actor"]) == ("succeeded", "tester")
+    services = (await api.client.get("/api/services")).json()
+    assert services[0]["revision"] == "v1" and services[0]["healthy"] == 2
+
+
+async def test_a_stream_resumes_after_last_event_id(api: Api) -> None:
+    deployment_id = (await api.deploy("v1")).json()["id"]
+    everything = await api.follow(deployment_id)
+    events = (await api.client.get(f"/api/deployments/{deployment_id}/events?after=3")).json()
+    assert [e["seq"] for e in events] == [
+        d["seq"] for n, d in everything if n == "deployment_event" and d["seq"] > 3
+    ]
+    url = f"/api/deployments/{deployment_id}/events/stream"
+    resumed = await api.client.get(url, headers={"Last-Event-ID": "3"})
+    assert f"id: {events[0]['seq']}" in resumed.text and "id: 3\n" not in resumed.text
+
+
+async def test_abort_rolls_a_running_deployment_back_with_the_actor_in_the_reason(
+    api: Api,
+) -> None:
+    await api.follow((await api.deploy("v1")).json()["id"])
+    api.plane.prober.gates["v2"] = asyncio.Event()  # v2 waits at its first health probe
+    deployment_id = (await api.deploy("v2")).json()["id"]
+    await asyncio.wait_for(api.plane.prober.waiting.wait(), 10)
+    second = await api.deploy("v3")
+    assert second.status_code == 409  # one deployment per service+environment at a time
+    aborted = await api.client.post(f"/api/deployments/{deployment_id}/abort", headers=api.auth)
+    assert aborted.status_code == 202
+    end = (await api.follow(deployment_id))[-1][1]
+    assert end["state"] == "rolled_back" and "aborted by tester" in end["reason"]
+    again = await api.client.post(f"/api/deployments/{deployment_id}/abort", headers=api.auth)
+    assert again.status_code == 409
+
+
+async def test_rollback_through_the_api_restores_the_previous_revision(api: Api) -> None:
+    for revision in ("v1", "v2"):
+        await api.follow((await api.deploy(revision)).json()["id"])
+    body = {"service": "api", "environment": "prod"}
+    answer = await api.client.post("/api/rollback", json=body, headers=api.auth)
+    assert answer.status_code == 202
+    end = (await api.follow(answer.json()["id"]))[-1][1]
+    assert (end["kind"], end["state"], end["revision"]) == ("rollback", "succeeded", "v1")
+
+
+async def test_unknown_names_get_404_and_bad_input_422(api: Api) -> None:
+    body = {"service": "nope", "environment": "prod", "revision": "v1"}
+    assert (
+        await api.client.post("/api/deployments", json=body, headers=api.auth)
+    ).status_code == 404
+    assert (await api.client.get("/api/deployments/ffffffff")).status_code == 404
+    bad = {"service": "api", "environment": "prod", "revision": "$(rm -rf /)"}
+    assert (
+        await api.client.post("/api/deployments", json=bad, headers=api.auth)
+    ).status_code == 422
+
+
+async def test_kpis_endpoint_reports_configured_services_against_targets(api: Api) -> None:
+    await api.follow((await api.deploy("v1")).json()["id"])
+    [kpis] = (await api.client.get("/api/kpis?days=7")).json()
+    assert (kpis["service"], kpis["environment"], kpis["deployments"]) == ("api", "prod", 1)
+    assert kpis["success_rate"] == 1.0
+    assert {c["name"] for c in kpis["checks"]} >= {"success rate", "deploy frequency", "downtime"}
+
+
+async def test_alarms_and_metrics_answer_without_measurements(api: Api) -> None:
+    assert (await api.client.get("/api/alarms")).json() == []
+    metrics = (await api.client.get("/api/metrics?service=api&environment=prod")).json()
+    assert metrics["route"] == "api.prod" and metrics["series"] == []
+
+
+async def test_serving_on_a_busy_port_is_a_config_error_naming_server_listen(api: Api) -> None:
+    from zerodown.errors import ConfigError
+    from zerodown.server.http import HttpServer
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        port = busy.getsockname()[1]
+        server = HttpServer(api.plane, ServerConfig(listen=f"127.0.0.1:{port}"))
+        with pytest.raises(ConfigError, match=r"server\.listen"):
+            await server.start()
