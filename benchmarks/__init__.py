@@ -9,4 +9,7 @@ from __future__ import annotations
 BENCHMARKS: dict[str, str] = {
     "router": "benchmarks.router_bench",
     "deploy": "benchmarks.deploy_bench",
+    "rollback": "benchmarks.rollback_bench",
+    "kpis": "benchmarks.kpi_bench",
+    "pipeline": "benchmarks.pipeline_bench",
 }

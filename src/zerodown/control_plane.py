@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from zerodown.config import LoadedConfig
 from zerodown.engine.deployer import Deployer
@@ -79,6 +80,7 @@ class ControlPlane:
         self.runtime = runtime
         self.router = router
         self.store = store
+        self._collector: Any = None
 
     @classmethod
     async def open(
@@ -96,14 +98,43 @@ class ControlPlane:
             loaded, LocalRuntime(state_dir), BuiltinRouter(state_dir), open_store(loaded.store_url)
         )
         if recover:
-            await recover_unfinished(
-                loaded,
-                runtime=plane.runtime,
-                router=plane.router,
-                store=plane.store,
-                observers=observers,
-            )
+            await plane.recover(observers)
+            await plane.reap_expired_fleets()
         return plane
+
+    async def recover(self, observers: Sequence[DeploymentObserver] = ()) -> None:
+        """Finish or roll back every deployment whose process died (`kill -9`, a crash)."""
+        from zerodown.secrets.env_source import SecretsEnvSource
+        from zerodown.secrets.masking import global_masker
+
+        await recover_unfinished(
+            self.loaded,
+            runtime=self.runtime,
+            router=self.router,
+            store=self.store,
+            observers=observers,
+            # instances restored after a crash need their secrets too
+            env_sources=[SecretsEnvSource(self.loaded.state_dir, self.loaded.root)],
+            masker=global_masker(),
+        )
+
+    async def reap_expired_fleets(self) -> list[str]:
+        """Drain and stop blue fleets whose blue/green rollback window has passed."""
+        import time
+
+        from zerodown.engine.strategies.blue_green import reap_expired_blue
+
+        return await reap_expired_blue(self.router, self.runtime, now=time.time(), store=self.store)
+
+    async def collect_metrics(self) -> int:
+        """Roll the router's 10 s datapoints up into per-minute rows of the history."""
+        from zerodown.metrics.rollup import MetricsCollector
+
+        if self._collector is None:
+            # the builtin router has metrics(); the Router seam does not promise it
+            self._collector = MetricsCollector(self.router, self.store)  # type: ignore[arg-type]
+        collector: MetricsCollector = self._collector
+        return await collector.collect()
 
     def deployer(self, observers: Sequence[DeploymentObserver] = ()) -> Deployer:
         """A deployer bound to this control plane, with every feature's extensions."""
@@ -124,6 +155,35 @@ class ControlPlane:
         """What the configured features add to deployments (secrets, alarms, verification,
         notifications). Each feature adds itself below, in the order they should run."""
         ext = Extensions()
+        # secrets: resolved per deployment into the instances' env; the masker hides their values
+        from zerodown.secrets.env_source import SecretsEnvSource
+        from zerodown.secrets.masking import global_masker, install_log_masking
+
+        install_log_masking()  # zerodown's own log records are masked in this process too
+        ext.masker = global_masker()
+        ext.env_sources.append(SecretsEnvSource(self.loaded.state_dir, self.loaded.root))
+        verify_configured = [s.verify for s in self.loaded.config.services.values()] + [
+            e.verify for e in self.loaded.config.environments.values()
+        ]
+        if any(verify_configured):  # post-deploy verification (smoke, dependencies, log scan)
+            from zerodown.verify.verifier import PostDeployVerifier
+
+            listen = self.loaded.config.router.listen[0]
+            ext.verifiers.append(PostDeployVerifier(router_listen=listen))
+        if self.loaded.config.notifications is not None:  # Slack / webhooks, in the background
+            from zerodown.notifiers import deployment_notifier
+
+            notifier = deployment_notifier(
+                self, store=self.store, router=self.router, loaded=self.loaded, masker=ext.masker
+            )
+            ext.observers.extend([notifier] if notifier else [])
+        if any(e.alarms for e in self.loaded.config.environments.values()):
+            # alarms: judged on live router metrics during the deploy and its bake window
+            from zerodown.alarms.bake import BakeWindow
+            from zerodown.alarms.guard import AlarmGuard
+
+            ext.guards.append(AlarmGuard(store=self.store))
+            ext.verifiers.append(BakeWindow())  # last: it bakes what the other checks passed
         return ext
 
     async def status(self) -> list[FleetStatus]:
@@ -166,5 +226,9 @@ class ControlPlane:
         return stopped
 
     async def close(self) -> None:
-        """Release the history store."""
+        """Let notifications in flight finish (bounded), then release the history store."""
+        if self.loaded.config.notifications is not None:
+            from zerodown.notifiers import close_notifications
+
+            await close_notifications(self, timeout=self.loaded.config.notifications.timeout)
         await self.store.close()

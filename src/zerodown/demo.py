@@ -19,7 +19,6 @@ import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
-from rich.console import Console
 from rich.table import Table
 
 from zerodown.cli.progress import ConsoleProgress
@@ -27,10 +26,11 @@ from zerodown.config import load_config
 from zerodown.control_plane import ControlPlane
 from zerodown.engine.deployer import DeployRequest
 from zerodown.loadgen import LoadReport, LoadSpec, run_load
+from zerodown.secrets.masking import masked_console
 from zerodown.store.base import DeploymentRecord
 
 APP = Path(__file__).resolve().parents[2] / "examples" / "webapp" / "app.py"
-console = Console(highlight=False)
+console = masked_console(highlight=False)
 
 
 def _free_port() -> int:

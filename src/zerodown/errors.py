@@ -12,7 +12,14 @@
     │   └── RouterUnavailable    no router answers on the control socket
     ├── RuntimeBackendError      a runtime backend failed to start/stop/inspect an instance
     │   └── InstanceNotFound     no instance with that id
-    └── StoreError               the history store failed
+    ├── StoreError               the history store failed
+    ├── AlarmTriggered           an alarm went to ALARM during a deployment or its bake window
+    ├── VerificationFailed       a post-deploy check (smoke, dependency, log scan) failed
+    ├── SecretsError             a secret store failed (the message never holds a value)
+    ├── NotificationFailed       a notifier could not deliver (never fails a deployment)
+    ├── PipelineError            a pipeline run could not go on (a gate refused, a job failed)
+    │   └── PipelineDefinitionError  the `pipeline:` jobs are not a valid DAG: exit code 2
+    └── AnalysisFailed           a canary's analysis failed (or stayed inconclusive too long)
 
 Errors from foreign libraries are translated at the seam that calls them and carry a sentence
 a user can act on. Only the CLI turns them into exit codes.
@@ -99,3 +106,43 @@ class InstanceNotFound(RuntimeBackendError):
 
 class StoreError(ZerodownError):
     """The history store failed."""
+
+
+class VerificationFailed(ZerodownError):
+    """A post-deploy check failed (smoke check, dependency, log scan); the message names it."""
+
+    def __init__(self, message: str, *, checks: tuple[str, ...] = ()) -> None:
+        self.checks = checks  # the names of the failed checks, in the order they ran
+        super().__init__(message)
+
+
+class SecretsError(ZerodownError):
+    """A secret store could not be read or written; the message never contains a secret value."""
+
+
+class PipelineError(ZerodownError):
+    """A pipeline run could not go on: a gate refused it, a job failed, or it was cancelled."""
+
+
+class PipelineDefinitionError(PipelineError):
+    """The pipeline's jobs are not a valid DAG (unknown need, cycle); the message names them."""
+
+    exit_code = 2
+
+
+class NotificationFailed(ZerodownError):
+    """A notifier could not deliver a notification; the message never holds a URL or secret."""
+
+
+class AlarmTriggered(ZerodownError):
+    """An alarm went to ALARM during a deployment or its bake window; the message names it."""
+
+    def __init__(self, message: str, *, alarm: str, value: float | None = None) -> None:
+        self.alarm = alarm
+        self.value = value
+        super().__init__(message)
+
+
+class AnalysisFailed(ZerodownError):
+    """A canary analysis judged the new revision worse than its baseline; the message has the
+    numbers."""

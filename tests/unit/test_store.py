@@ -532,7 +532,9 @@ async def test_a_database_from_a_newer_zerodown_is_refused_with_a_hint(tmp_path:
     url = f"sqlite:///{tmp_path / 'history.db'}"
     store = open_store(url)
     with store.engine.begin() as connection:
-        connection.exec_driver_sql("UPDATE alembic_version SET version_num = '9999'")
+        # one row per migration branch head: replace them all by one unknown revision
+        connection.exec_driver_sql("DELETE FROM alembic_version")
+        connection.exec_driver_sql("INSERT INTO alembic_version (version_num) VALUES ('9999')")
     await store.close()
     with pytest.raises(StoreError, match=r"cannot migrate .*\(a newer zerodown wrote this"):
         open_store(url)

@@ -12,9 +12,9 @@ import traceback
 from pathlib import Path
 
 import click
-from rich.console import Console
 
 from zerodown.errors import ZerodownError
+from zerodown.secrets.masking import masked_console
 
 EXIT_UNEXPECTED = 70  # EX_SOFTWARE
 
@@ -23,7 +23,7 @@ def main(argv: list[str] | None = None) -> None:
     """Entry point of the `zerodown` command."""
     from zerodown.cli.app import app
 
-    errors = Console(stderr=True, highlight=False)
+    errors = masked_console(stderr=True, highlight=False)
     try:
         # without standalone mode, click returns a command's exit code instead of exiting
         code = app(args=argv, standalone_mode=False, prog_name="zerodown")

@@ -8,14 +8,20 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import typer
-from rich.console import Console
 
 from zerodown import __version__
+from zerodown.cli.api import register as register_api_commands
 from zerodown.cli.deploy import register as register_deploy_commands
+from zerodown.cli.metrics import register as register_metrics_commands
+from zerodown.cli.notify import register as register_notify_commands
+from zerodown.cli.pipeline import register as register_pipeline_commands
+from zerodown.cli.progressive import register as register_progressive_commands
 from zerodown.cli.router import router_app
+from zerodown.cli.secrets import register as register_secrets_commands
 from zerodown.config import ZerodownConfig, load_config
 from zerodown.config.loader import DEFAULT_FILE
 from zerodown.errors import ConfigError
+from zerodown.secrets.masking import masked_console
 
 app = typer.Typer(
     help="Build, test, ship, verify and roll back web services without dropping a request.",
@@ -25,7 +31,13 @@ app = typer.Typer(
 )
 app.add_typer(router_app, name="router")
 register_deploy_commands(app)
-console = Console(highlight=False)
+register_metrics_commands(app)
+register_api_commands(app)
+register_notify_commands(app)
+register_pipeline_commands(app)
+register_progressive_commands(app)
+register_secrets_commands(app)
+console = masked_console(highlight=False)
 
 Preset = Literal["fastapi", "spring-boot"]
 

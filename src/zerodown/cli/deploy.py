@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from zerodown.cli.progress import ConsoleProgress
@@ -23,9 +22,10 @@ from zerodown.control_plane import ControlPlane, FleetStatus, check_target
 from zerodown.engine.deployer import Deployer, DeployRequest
 from zerodown.engine.events import DeploymentState
 from zerodown.errors import ConfigError, ZerodownError
+from zerodown.secrets.masking import masked_console
 from zerodown.store.base import DeploymentRecord
 
-console = Console(highlight=False)
+console = masked_console(highlight=False)
 T = TypeVar("T")
 
 ConfigOption = Annotated[
@@ -505,7 +505,7 @@ def serve(config: ConfigOption = None) -> None:
 
     Ctrl-C stops only the control plane: the router and the instances keep serving.
     """
-    from zerodown.engine.recovery import recover_unfinished
+    from zerodown.server.http import HttpServer
     from zerodown.server.socket_api import ControlPlaneServer
 
     loaded = load_config(config)
@@ -515,6 +515,13 @@ def serve(config: ConfigOption = None) -> None:
         plane = await ControlPlane.open(loaded, observers=[progress])
         server = ControlPlaneServer(plane)
         await server.start()
+        dashboard: HttpServer | None = None
+        http = HttpServer(plane, loaded.config.server, running=server.running)
+        try:
+            await http.start()
+            dashboard = http
+        except ConfigError as exc:  # the control plane matters more than its dashboard
+            console.print(f"[yellow]dashboard and API not started: {exc}[/yellow]")
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -524,20 +531,26 @@ def serve(config: ConfigOption = None) -> None:
             f"zerodown serve: router on {listen}; control plane on {server.path} "
             "(Ctrl-C stops the control plane; the router and instances keep serving)"
         )
+        if dashboard is not None:
+            console.print(f"dashboard and API on {dashboard.url}", soft_wrap=True)
         try:
+            last_rollup = 0.0
             while not stop.is_set():
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(5):
                         await stop.wait()
                 # a CLI deploy that was killed meanwhile is finished or rolled back here
-                await recover_unfinished(
-                    loaded,
-                    runtime=plane.runtime,
-                    router=plane.router,
-                    store=plane.store,
-                    observers=[progress],
-                )
+                await plane.recover([progress])
+                await plane.reap_expired_fleets()
+                if time.monotonic() - last_rollup >= 30:  # per-minute rows, idempotent
+                    last_rollup = time.monotonic()
+                    try:
+                        await plane.collect_metrics()
+                    except ZerodownError as exc:  # history matters less than serving
+                        console.print(f"[yellow]metrics rollup skipped: {exc}[/yellow]")
         finally:
+            if dashboard is not None:
+                await dashboard.stop()
             await server.close()
             await plane.close()
         console.print("zerodown serve stopped; the router and instances keep serving")

@@ -7,6 +7,7 @@ import time
 from rich.console import Console
 
 from zerodown.engine.events import DeploymentEvent, EventKind
+from zerodown.secrets.masking import global_masker
 
 _STYLE = {
     EventKind.STATE: "bold",
@@ -35,7 +36,8 @@ class ConsoleProgress:
             return
         style = _STYLE.get(event.kind, "")
         offset = time.monotonic() - self.started
-        text = event.message.replace("[", "\\[")
+        # masked again here: events from `zerodown serve` or a replayed history pass through too
+        text = global_masker().mask(event.message).replace("[", "\\[")
         self.console.print(
             f"[dim]{offset:7.2f}s[/dim] [{style}]{text}[/{style}]"
             if style

@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from zerodown.config import load_config
@@ -23,10 +22,11 @@ from zerodown.routers.builtin.client import (
     restart_router,
     stop_router,
 )
+from zerodown.secrets.masking import masked_console
 
 router_app = typer.Typer(help="The built-in router: a reverse proxy that never drops a request.")
-console = Console()
-errors = Console(stderr=True)
+console = masked_console()
+errors = masked_console(stderr=True)
 
 T = TypeVar("T")
 

@@ -11,7 +11,14 @@ from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from zerodown.config.alarms import AlarmList, LogMetricList
+from zerodown.config.notifications import NotificationsConfig
+from zerodown.config.pipeline import PipelineConfig
+from zerodown.config.progressive import AnalysisConfig, CanaryStep, check_steps, default_steps
+from zerodown.config.secrets import SecretSourceConfig
+from zerodown.config.server import ServerConfig
 from zerodown.config.units import Duration, Size
+from zerodown.config.verify import VerifyConfig
 from zerodown.health.spec import HealthCheckSpec
 
 NAME = re.compile(r"^[a-z][a-z0-9-]{0,62}$")
@@ -163,6 +170,8 @@ class ServiceConfig(_Model):
     hooks: dict[HookName, HookConfig] = Field(
         default_factory=dict, description="Lifecycle hook commands (CodeDeploy names)."
     )
+    verify: VerifyConfig | None = Field(None, description="Post-deploy checks, every environment.")
+    log_metrics: LogMetricList = Field(default_factory=list, description="Log metric filters.")
 
     @field_validator("path_prefix")
     @classmethod
@@ -182,14 +191,37 @@ class ServiceConfig(_Model):
 class StrategyConfig(_Model):
     """How a deployment replaces instances."""
 
-    type: Literal["all-at-once", "rolling", "in-place"] = Field(
-        "rolling", description="all-at-once (downtime allowed), rolling (surge), in-place."
+    type: Literal["all-at-once", "rolling", "in-place", "blue-green", "canary"] = Field(
+        "rolling",
+        description="all-at-once (downtime allowed), rolling (surge), in-place, blue-green "
+        "(preview, atomic switch, warm rollback window), canary (weighted steps + analysis).",
     )
     batch: int | str = Field(1, description="Instances per batch: N or 'N%'.")
     min_healthy: int | str = Field(
         "100%", description="Healthy instances kept serving during a batch: N or 'N%'."
     )
     surge: bool = Field(True, description="Start new before stopping old (rolling).")
+    steps: tuple[CanaryStep, ...] = Field(
+        default_factory=default_steps, description="canary: traffic steps, e.g. 10 %, 50 %."
+    )
+    analysis: AnalysisConfig = Field(
+        default_factory=AnalysisConfig, description="canary: how each step is judged."
+    )
+    rollback_window: Duration = Field(
+        600.0, description="blue-green: the old fleet stays warm this long for an instant rollback."
+    )
+    sticky: bool = Field(
+        False, description="canary/blue-green: a cookie keeps a client on its revision."
+    )
+    preview_header: str = Field(
+        "X-Zerodown-Preview", description="blue-green: requests with this header reach green."
+    )
+
+    @field_validator("steps")
+    @classmethod
+    def _steps(cls, value: tuple[CanaryStep, ...]) -> tuple[CanaryStep, ...]:
+        check_steps(value)
+        return value
 
     @field_validator("batch", "min_healthy")
     @classmethod
@@ -210,6 +242,10 @@ class EnvironmentConfig(_Model):
     strategy: StrategyConfig = Field(default_factory=StrategyConfig)
     auto_rollback: bool = Field(True, description="Roll the fleet back when a deployment fails.")
     env: dict[str, str] = Field(default_factory=dict, description="Extra instance environment.")
+    verify: VerifyConfig | None = Field(None, description="Adds to / overrides services' verify.")
+    secrets: list[SecretSourceConfig] = Field(default_factory=list, description="Secret sources.")
+    alarms: AlarmList = Field(default_factory=list, description="Alarms; [preset: seed].")
+    bake_window: Duration | None = Field(None, description="Watch after deploy (prod 5m, else 0).")
 
 
 class RouterConfig(_Model):
@@ -249,6 +285,9 @@ class ZerodownConfig(_Model):
     )
     router: RouterConfig = Field(default_factory=RouterConfig)
     runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
+    server: ServerConfig = Field(default_factory=ServerConfig, description="API + dashboard.")
+    pipeline: PipelineConfig | None = Field(None, description="test -> build -> ... -> deploy.")
+    notifications: NotificationsConfig | None = Field(None, description="Slack, webhooks.")
     services: dict[str, ServiceConfig] = Field(description="The services, by name.")
     environments: dict[str, EnvironmentConfig] = Field(
         default_factory=lambda: {"dev": EnvironmentConfig(strategy=StrategyConfig())},

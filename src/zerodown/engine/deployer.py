@@ -21,6 +21,8 @@ from typing import Any, Protocol
 from zerodown.clock import Clock, SystemClock
 from zerodown.config.loader import LoadedConfig
 from zerodown.config.model import EnvironmentConfig, ServiceConfig, StrategyConfig
+from zerodown.engine.analysis import MetricsSource, RouterMetricsSource
+from zerodown.engine.commands import inbox_for
 from zerodown.engine.events import (
     DeploymentObserver,
     DeploymentState,
@@ -157,6 +159,8 @@ class DeploymentRun:
         check_transition(current, wanted)
         if wanted.terminal:
             fields.setdefault("finished_at", self.deployer.clock.time())
+        if fields.get("reason") and self.deployer.masker is not None:  # e.g. a hook's last line
+            fields["reason"] = self.deployer.masker.mask(fields["reason"])
         self.record = await self.deployer.store.update_deployment(
             self.record.id, state=wanted, **fields
         )
@@ -281,8 +285,11 @@ class Deployer:
         guards: Sequence[DeploymentGuard] = (),
         verifiers: Sequence[Verifier] = (),
         masker: Masker | None = None,
+        metrics: MetricsSource | None = None,
     ) -> None:
         self.loaded = loaded
+        # Canary analysis reads these; by default the router's own measurements.
+        self.metrics: MetricsSource = metrics or RouterMetricsSource(router)
         self.env_sources = list(env_sources)
         self.guards = list(guards)
         self.verifiers = list(verifiers)
@@ -446,7 +453,7 @@ class Deployer:
         hooks = HookRunner(
             {str(name): hook for name, hook in run.service.hooks.items()},
             cwd=release.path,
-            base_env=self._hook_env(run, release),
+            base_env={**fleet.extra_env, **self._hook_env(run, release)},  # hooks get secrets
             emit=run.recorder.record,
             deployment_id=record.id,
         )
@@ -457,6 +464,10 @@ class Deployer:
             config=run.environment.strategy,
             wanted=run.service.instances,
             old=list(live),
+            deployment=run.context(release.path),
+            verifiers=self.verifiers,
+            commands=inbox_for(self.store, record.id),
+            metrics=self.metrics,
         )
         await strategy.run(ctx)
         await fleet.sweep()

@@ -69,6 +69,13 @@ class EventKind(StrEnum):
     HOOK_FINISHED = "hook_finished"  # data: {hook, instance, exit_code, seconds, ok}
     ROLLBACK_STARTED = "rollback_started"  # data: {to_revision, reason}
     ROLLBACK_FINISHED = "rollback_finished"  # data: {to_revision, seconds}
+    ALARM = "alarm"  # an alarm changed state; data: {alarm, old_state, new_state, reason, value,
+    # threshold, metric, statistic, datapoints}
+    VERIFY = "verify"  # one post-deploy check: {check, kind, target, ok, detail, ...numbers};
+    # the summary: {summary: true, ok, passed, failed, failures: [check names], seconds}
+    ANALYSIS = "analysis"  # a canary analysis verdict; data: {verdict, step, weight, canary,
+    # baseline, checks, missing, reason} (see zerodown.engine.analysis)
+    STEP = "step"  # a progressive traffic change or command; data: {step, weight, command, ...}
 
 
 @dataclass(frozen=True)

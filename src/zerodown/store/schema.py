@@ -397,3 +397,10 @@ def _finish_hook(session: Session, event: DeploymentEvent, seq: int) -> None:
             output=output,
         )
     )
+
+
+import zerodown.store.api_schema  # noqa: E402  (registers its tables on Base)
+import zerodown.store.metrics_schema  # noqa: E402  (registers its tables on Base)
+import zerodown.store.notifications_schema  # noqa: E402  (registers its tables on Base)
+import zerodown.store.pipeline_schema  # noqa: E402  (registers its tables on Base)
+import zerodown.store.progressive_schema  # noqa: E402, F401  (registers its tables on Base)
