@@ -58,7 +58,7 @@ HEALTH_PRESETS: dict[str, dict[str, Any]] = {
         "path": "/health",
         "start_period": 5.0,
         "interval": 5.0,
-        "start_interval": 0.25,
+        "start_interval": 0.1,  # a deploy waits at most 0.1 s past the boot of an instance
         "timeout": 2.0,
         "healthy_threshold": 1,
         "unhealthy_threshold": 3,
