@@ -316,6 +316,30 @@ async def test_pooled_connection_closed_by_target_is_retried_fresh(proxy: Runnin
     assert connections == 3
 
 
+async def test_target_dying_with_a_read_request_in_hand_is_retried_elsewhere(
+    proxy: RunningProxy, webapps: list[WebApp]
+) -> None:
+    """A target killed after reading a GET (before answering) costs no 502: the request goes to
+    another target once; a POST, which may have had an effect, gets the 502."""
+
+    async def dies_on_request(reader: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        w.transport.abort()  # as a SIGKILLed process: reset, no answer
+
+    server, port = await tiny_upstream(dies_on_request)
+    async with server:
+        proxy.route()
+        dying = proxy.target("dying", port, weight=1000)  # picked first
+        proxy.target("a", webapps[0].port, weight=1)
+        async with httpx.AsyncClient(base_url=proxy.url) as c:
+            response = await c.get("/")
+            assert response.status_code == 200 and response.json()["version"] == "a"
+            assert dying.health is TargetHealth.UNHEALTHY
+            proxy.table.set_health("web", "dying", TargetHealth.HEALTHY)  # back: now a POST
+            posted = await c.post("/echo", content=b"x")
+            assert posted.status_code == 502
+
+
 # -- lifecycle -----------------------------------------------------------------------------------
 
 

@@ -45,7 +45,20 @@ PENDING_LIMIT = 64 * 1024
 _FORWARDED = frozenset(
     {b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host", b"x-request-id"}
 )
+# Request headers never forwarded as received: hop-by-hop ones and those the proxy sets itself.
+_REQUEST_DROP = HOP_BY_HOP | _FORWARDED
+# Response headers never relayed as received (x-request-id is the proxy's own).
+_RESPONSE_DROP = HOP_BY_HOP | {b"x-request-id"}
+# Connection values that name no header outside HOP_BY_HOP: the common case needs no token set.
+_PLAIN_CONNECTION = frozenset({b"keep-alive", b"upgrade", b"keep-alive, upgrade"})
+_FORWARDED_WITH_HOST = (
+    b"x-forwarded-for: %b\r\nx-forwarded-proto: http\r\nx-forwarded-host: %b\r\n"
+    b"x-request-id: %b\r\n"
+)
+_FORWARDED_NO_HOST = b"x-forwarded-for: %b\r\nx-forwarded-proto: http\r\nx-request-id: %b\r\n"
 _NO_BODY_STATUSES = frozenset({204, 304})
+# Safe to send twice (RFC 9110 9.2.2 lists PUT and DELETE too; like nginx, only the read-only ones).
+_IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS"})
 _NOT_PREVIEW = frozenset({b"", b"0", b"false", b"no"})  # header values that do not ask for preview
 _STICKY = STICKY_COOKIE.encode("ascii")
 _COOKIE_SAFE = re.compile(r"[A-Za-z0-9._-]{1,128}")  # revisions that fit a cookie value as-is
@@ -69,6 +82,27 @@ def new_request_id() -> bytes:
     return b"%032x" % n
 
 
+def _head_lines_named_by_connection(
+    status: int, reason_: bytes, headers: Headers
+) -> tuple[list[bytes], bool, bool]:
+    """Response head lines (and has-length, chunked) when Connection names extra headers."""
+    drop = connection_tokens(headers) | _RESPONSE_DROP
+    lines = [b"HTTP/1.1 %d %b\r\n" % (status, reason_ or reason(status))]
+    has_length = chunked = False
+    for name, value in headers:
+        lname = name.lower()
+        if lname == b"content-length":
+            has_length = True
+        elif lname == b"transfer-encoding":
+            chunked = True
+        elif status == 101 and lname == b"upgrade":
+            lines.append(b"%b: %b\r\n" % (name, value))
+            continue
+        if lname not in drop:
+            lines.append(b"%b: %b\r\n" % (name, value))
+    return lines, has_length, chunked
+
+
 class Exchange:
     """A request and its response, from head parsed to last byte relayed (or tunnel closed)."""
 
@@ -87,6 +121,7 @@ class Exchange:
         "local",
         "method",
         "out",
+        "peer_retried",
         "pending",
         "pending_size",
         "preview",
@@ -153,6 +188,7 @@ class Exchange:
         self.replay: list[bytes] | None = None
         self.replay_size = 0
         self.stale_retried = False
+        self.peer_retried = False
         self.connect_retried = False
         # response side
         self.status = 0
@@ -173,29 +209,43 @@ class Exchange:
     # -- request head --------------------------------------------------------------------------
 
     def _prepare(self, headers: Headers, upgrade: bool) -> bytes:
-        """Find the route and build the upstream head; decides local answers early."""
+        """Find the route and build the upstream head; decides local answers early.
+
+        One pass both reads the headers the proxy acts on and serialises the ones it forwards;
+        only a Connection header naming extra hop-by-hop headers costs a second pass.
+        """
         host = request_id = forwarded_for = upgrade_to = cookie = None
         previews: list[bytes] | None = None
         preview_names = self.server.table.preview_headers
         length = -1
+        extra_tokens = False  # a Connection header names headers beyond the standard ones
+        lines = [b"%b %b HTTP/1.1\r\n" % (self.method, self.url)]
+        append = lines.append
         for name, value in headers:
             lname = name.lower()
-            if lname == b"host":
-                host = value
+            if lname not in _REQUEST_DROP:
+                append(b"%b: %b\r\n" % (name, value))
+                if lname == b"host":
+                    host = value
+                elif lname == b"content-length":
+                    length = int(value) if value.isdigit() else 0  # httptools has validated it
+                elif lname == b"cookie":
+                    cookie = value if cookie is None else cookie + b"; " + value
+                elif lname in preview_names and value.strip() not in _NOT_PREVIEW:
+                    previews = [lname] if previews is None else [*previews, lname]
             elif lname == b"x-request-id":
                 request_id = value
             elif lname == b"x-forwarded-for":
                 forwarded_for = value
-            elif lname == b"content-length":
-                length = int(value) if value.isdigit() else 0  # httptools has validated it
             elif lname == b"transfer-encoding":
                 self.req_chunked = b"chunked" in value.lower()
             elif lname == b"upgrade":
                 upgrade_to = value
-            elif lname == b"cookie":
-                cookie = value if cookie is None else cookie + b"; " + value
-            elif lname in preview_names and value.strip() not in _NOT_PREVIEW:
-                previews = [lname] if previews is None else [*previews, lname]
+            else:
+                if lname == b"connection" and value.lower() not in _PLAIN_CONNECTION:
+                    extra_tokens = True
+                if lname in preview_names and value.strip() not in _NOT_PREVIEW:
+                    previews = [lname] if previews is None else [*previews, lname]
         if not request_id:
             request_id = new_request_id()
         path, _, _ = self.url.partition(b"?")
@@ -215,25 +265,23 @@ class Exchange:
             return request_id
         # h2c cannot cross us (we speak HTTP/1.1 upstream); any other protocol is tunnelled.
         self.upgrade = bool(upgrade and upgrade_to and upgrade_to.lower() != b"h2c")
-        drop = connection_tokens(headers) | HOP_BY_HOP | _FORWARDED
+        if extra_tokens:
+            drop = connection_tokens(headers) | _REQUEST_DROP
+            del lines[1:]
+            lines.extend(b"%b: %b\r\n" % (n, v) for n, v in headers if n.lower() not in drop)
         client_ip = self.client.client_ip
-        lines = [b"%b %b HTTP/1.1\r\n" % (self.method, self.url)]
-        lines.extend(b"%b: %b\r\n" % (n, v) for n, v in headers if n.lower() not in drop)
-        lines.append(
-            b"x-forwarded-for: %b, %b\r\n" % (forwarded_for, client_ip)
-            if forwarded_for
-            else b"x-forwarded-for: %b\r\n" % client_ip
-        )
-        lines.append(b"x-forwarded-proto: http\r\n")
+        if forwarded_for:
+            client_ip = b"%b, %b" % (forwarded_for, client_ip)
         if host:
-            lines.append(b"x-forwarded-host: %b\r\n" % host)
-        lines.append(b"x-request-id: %b\r\n" % request_id)
+            append(_FORWARDED_WITH_HOST % (client_ip, host, request_id))
+        else:
+            append(_FORWARDED_NO_HOST % (client_ip, request_id))
         if self.req_chunked:
-            lines.append(b"transfer-encoding: chunked\r\n")
+            append(b"transfer-encoding: chunked\r\n")
         if self.upgrade:
             assert upgrade_to is not None
-            lines.append(b"connection: upgrade\r\nupgrade: %b\r\n" % upgrade_to)
-        lines.append(b"\r\n")
+            append(b"connection: upgrade\r\nupgrade: %b\r\n" % upgrade_to)
+        append(b"\r\n")
         head = b"".join(lines)
         self.pending.append(head)
         self.pending_size = len(head)
@@ -348,7 +396,7 @@ class Exchange:
         if self.client.write_paused:
             conn.pause_reading()
         conn.write(b"".join(self.pending))
-        if conn.reused:
+        if conn.reused or (self.method in _IDEMPOTENT and not self.upgrade):
             self.replay, self.replay_size = self.pending, self.pending_size
         self.pending = []
         self.pending_size = 0
@@ -408,22 +456,27 @@ class Exchange:
             self._complete()
 
     def _head(self, status: int, reason_: bytes, headers: Headers, *, interim: bool) -> bytes:
-        drop = connection_tokens(headers) | HOP_BY_HOP | {b"x-request-id"}
         lines = [b"HTTP/1.1 %d %b\r\n" % (status, reason_ or reason(status))]
+        append = lines.append
         has_length = chunked = False
         for name, value in headers:
             lname = name.lower()
-            if lname == b"content-length":
-                has_length = True
+            if lname not in _RESPONSE_DROP:
+                if lname == b"content-length":
+                    has_length = True
+                append(b"%b: %b\r\n" % (name, value))
             elif lname == b"transfer-encoding":
                 chunked = True
-            elif status == 101 and lname == b"upgrade":
-                lines.append(b"%b: %b\r\n" % (name, value))
-                continue
-            if lname not in drop:
-                lines.append(b"%b: %b\r\n" % (name, value))
+            elif lname == b"upgrade":
+                if status == 101:
+                    append(b"%b: %b\r\n" % (name, value))
+            elif lname == b"connection" and value.lower() not in _PLAIN_CONNECTION:
+                lines, has_length, chunked = _head_lines_named_by_connection(
+                    status, reason_, headers
+                )
+                break
         lines.append(b"x-request-id: %b\r\n" % self.request_id)
-        if not interim and status != 101:
+        if not interim and status != 101 and self.route is not None and self.route.spec.sticky:
             self._add_sticky_cookie(lines)
         if status == 101:
             lines.append(b"connection: upgrade\r\n\r\n")
@@ -519,8 +572,34 @@ class Exchange:
             assert self.target is not None
             self._connect(self.target)
             return
+        if (
+            conn.response_bytes == 0
+            and self.replay is not None
+            and not self.peer_retried
+            and self.method in _IDEMPOTENT
+            and self._retry_elsewhere(conn)
+        ):
+            return
         detail = f"{conn.target.spec.address} closed the connection"
         self._fail(502, {"error": "bad gateway", "detail": detail}, upstream_error=True)
+
+    def _retry_elsewhere(self, conn: UpstreamConnection) -> bool:
+        """The target died with a read-only request in hand and before answering (killed,
+        crashed): send the request once more, to another eligible target, if there is one."""
+        self.peer_retried = True
+        self.server.table.report_connect_failure(conn.target)
+        route = self.route
+        if route is None or self.replay is None:
+            return False
+        other = route.pick(exclude=self.tried, preview=self.preview, revision=self.sticky_rev)
+        if other is None:
+            return False
+        conn.target.end(self)
+        self.pending, self.pending_size = self.replay, self.replay_size
+        self.replay = None
+        self.deadline = 0.0
+        self._use(other)
+        return True
 
     def upstream_write_paused(self) -> None:
         """The target reads slower than the client sends."""

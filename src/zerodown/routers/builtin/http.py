@@ -61,7 +61,21 @@ def host_without_port(host: bytes | None) -> str | None:
     """`example.com:8080` -> `example.com`; `[::1]:80` -> `::1`."""
     if not host:
         return None
-    text = host.decode("latin-1").strip()
+    text = _HOSTS.get(host)
+    if text is None:
+        text = _strip_port(host.decode("latin-1").strip())
+        if len(_HOSTS) >= _HOSTS_LIMIT:
+            _HOSTS.clear()  # clients choose Host: keep the cache bounded
+        _HOSTS[host] = text
+    return text
+
+
+# Host header -> host without port: a proxy sees the same few hosts over and over.
+_HOSTS: dict[bytes, str] = {}
+_HOSTS_LIMIT = 1024
+
+
+def _strip_port(text: str) -> str:
     if text.startswith("["):
         end = text.find("]")
         return text[1:end] if end > 0 else text

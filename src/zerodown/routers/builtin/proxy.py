@@ -93,6 +93,7 @@ class ClientConnection(asyncio.Protocol):
         self._url = b""
         self._headers: Headers = []
         self._head_size = 0
+        self._max_head_size = server.settings.max_header_bytes
 
     # -- asyncio.Protocol ----------------------------------------------------------------------
 
@@ -175,13 +176,13 @@ class ClientConnection(asyncio.Protocol):
     def on_url(self, url: bytes) -> None:
         self._url += url
         self._head_size += len(url)
-        if self._head_size > self.server.settings.max_header_bytes:
+        if self._head_size > self._max_head_size:
             raise _HeadTooLarge
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._headers.append((name, value))
         self._head_size += len(name) + len(value) + 4
-        if self._head_size > self.server.settings.max_header_bytes:
+        if self._head_size > self._max_head_size:
             raise _HeadTooLarge
 
     def on_headers_complete(self) -> None:
