@@ -66,6 +66,21 @@ class _Cell:
         if inflight > self.inflight:
             self.inflight = inflight
 
+    def absorb(self, other: _Cell) -> None:
+        """Add another cell's counts to this one (a closed period into the totals)."""
+        self.requests += other.requests
+        for index, n in enumerate(other.by_class):
+            self.by_class[index] += n
+        self.upstream_errors += other.upstream_errors
+        self.latency_sum += other.latency_sum
+        self.latency_max = max(self.latency_max, other.latency_max)
+        if other.latency_min is not None and (
+            self.latency_min is None or other.latency_min < self.latency_min
+        ):
+            self.latency_min = other.latency_min
+        self.histogram.merge(other.histogram)
+        self.inflight = max(self.inflight, other.inflight)
+
     def to_json(self, at: int, service: str, target: str) -> dict[str, Any]:
         timed = self.histogram.total
         max_ms = self.latency_max if timed else None
@@ -179,12 +194,9 @@ class MetricsRecorder:
         cell = self._cells.get(key)
         if cell is None or cell.revision != revision:
             cell = self._cells[key] = _Cell(revision)
+        # Counted once, into the current period: periods join the totals when they close
+        # (the hot path of every request stays one histogram update).
         cell.count(status, ms, upstream_error, inflight)
-        total = self._totals.get(key)
-        if total is None or total.revision != revision:
-            total = self._totals[key] = _Cell(revision)
-        total.count(status, ms, upstream_error, inflight)
-        total.touched = now
 
     # -- health from the table ----------------------------------------------------------------
 
@@ -246,8 +258,14 @@ class MetricsRecorder:
             for route in self.table.routes()
             for target in route.targets.values()
         }
+        combined: dict[tuple[str, str], _Cell] = {}
+        for key, cell in [*self._totals.items(), *self._cells.items()]:
+            into = combined.get(key)
+            if into is None or into.revision != cell.revision:
+                into = combined[key] = _Cell(cell.revision)
+            into.absorb(cell)
         result = []
-        for (service, target_id), cell in self._totals.items():
+        for (service, target_id), cell in combined.items():
             point = cell.to_json(0, service, target_id)
             del point["at"]
             live = gauges.get((service, target_id))
@@ -255,7 +273,7 @@ class MetricsRecorder:
             point["health"] = live.health.value if live is not None else "gone"
             result.append(point)
         for key, target in gauges.items():
-            if key not in self._totals:
+            if key not in combined:
                 result.append(
                     {
                         "service": key[0],
@@ -293,6 +311,11 @@ class MetricsRecorder:
                     cell.inflight = max(cell.inflight, target.inflight)
         for (service, target_id), cell in self._cells.items():
             self._closed.append(cell.to_json(self._current_at, service, target_id))
+            total = self._totals.get((service, target_id))
+            if total is None or total.revision != cell.revision:
+                total = self._totals[(service, target_id)] = _Cell(cell.revision)
+            total.absorb(cell)
+            total.touched = now
         self._cells = {}
         new_at = int(now // period) * period
         oldest_kept = new_at - int(self.retention)
