@@ -1,4 +1,5 @@
-"""Pipeline runs in the API: list and show them (read access), approve one (a token)."""
+"""Pipeline runs in the API: list and show them, their jobs and logs (read access), approve one
+(a token)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from fastapi import APIRouter, Depends, HTTPException, Request
 from zerodown.errors import PipelineError, StoreError
 from zerodown.pipeline.approvals import approve
 from zerodown.pipeline.history import PipelineHistory
-from zerodown.pipeline.model import RunRecord
+from zerodown.pipeline.model import JobRecord, LogLine, RunRecord
 from zerodown.server.api import Actor, _state, read_access
 from zerodown.store.sql import SqlHistoryStore
 
@@ -47,8 +48,36 @@ def _run_json(run: RunRecord) -> dict[str, Any]:
     }
 
 
+_MAX_LOG_ID = 2**62  # SQLite integers are 64-bit: a larger `after` would overflow the query
+_MAX_LOG_LINES = 5000
+
+
+def _job_json(job: JobRecord) -> dict[str, Any]:
+    return {
+        "name": job.name,
+        "kind": job.kind,
+        "state": str(job.state),
+        "started_at": job.started_at,
+        "finished_at": job.finished_at,
+        "duration": (
+            None
+            if job.started_at is None or job.finished_at is None
+            else job.finished_at - job.started_at
+        ),
+        "exit_code": job.exit_code,
+        "command_seconds": job.command_seconds,
+        "summary": dict(job.summary),
+        "reason": job.reason,
+    }
+
+
+def _line_json(line: LogLine) -> dict[str, Any]:
+    return {"id": line.id, "job": line.job, "at": line.at, "line": line.line}
+
+
 def pipeline_routes() -> APIRouter:
-    """GET /api/pipeline/runs, GET /api/pipeline/runs/{id}, POST .../{id}/approve."""
+    """GET /api/pipeline/runs, GET /api/pipeline/runs/{id}, GET .../{id}/jobs,
+    GET .../{id}/logs, POST .../{id}/approve."""
     api = APIRouter(prefix="/api/pipeline", tags=["pipeline"])
 
     @api.get("/runs", dependencies=[Depends(read_access)])
@@ -67,6 +96,28 @@ def pipeline_routes() -> APIRouter:
         history = _history(request)
         run = await _get_run(history, run_id)
         return {**_run_json(run), "approvers": await history.approvers(run.id)}
+
+    @api.get("/runs/{run_id}/jobs", dependencies=[Depends(read_access)])
+    async def run_jobs(request: Request, run_id: str) -> list[dict[str, Any]]:
+        """The run's jobs, in the order they were first saved."""
+        history = _history(request)
+        run = await _get_run(history, run_id)
+        return [_job_json(job) for job in await history.jobs(run.id)]
+
+    @api.get("/runs/{run_id}/logs", dependencies=[Depends(read_access)])
+    async def run_logs(
+        request: Request, run_id: str, after: int = 0, limit: int = _MAX_LOG_LINES
+    ) -> list[dict[str, Any]]:
+        """The run's log lines (stored masked) with an id above `after`, oldest first: poll
+        with the last id seen to get only new lines."""
+        history = _history(request)
+        run = await _get_run(history, run_id)
+        lines = await history.logs(
+            run.id,
+            after=max(0, min(after, _MAX_LOG_ID)),
+            limit=max(1, min(limit, _MAX_LOG_LINES)),
+        )
+        return [_line_json(line) for line in lines]
 
     @api.post("/runs/{run_id}/approve")
     async def approve_run(request: Request, run_id: str, actor: Actor) -> dict[str, Any]:

@@ -329,6 +329,150 @@ async function kpisPage(params) {
   return h("div", {}, h("h1", {}, "KPIs ", picker), h("div", { class: "grid" }, cards));
 }
 
+// -- pipelines ---------------------------------------------------------------------------------
+
+const RUN_ENDED = new Set(["succeeded", "failed", "cancelled", "superseded"]);
+const LOG_PAGE = 5000;  // the API's most lines per answer
+
+function runDuration(run) {
+  if (run.duration !== null && run.duration !== undefined) return seconds(run.duration);
+  if (run.started_at && !RUN_ENDED.has(run.state)) return `${seconds(Date.now() / 1000 - run.started_at)} so far`;
+  return "–";
+}
+
+async function pipelinesPage() {
+  const runs = await api("/api/pipeline/runs?limit=100");
+  const hide = ["environment", "trigger", "actor", "duration", "reason"];
+  return h("div", {}, h("h1", {}, "Pipelines"), h("div", { class: "card" },
+    runs.length ? h("table", { class: "runs" },
+      h("thead", {}, h("tr", {}, ["when", "branch", "sha", "environment", "state", "trigger", "actor", "duration", "reason"]
+        .map((c) => h("th", { class: hide.includes(c) ? "hide-sm" : null }, c)))),
+      h("tbody", {}, runs.map((r) => h("tr", { "data-run": r.id },
+        h("td", {}, h("a", { href: `#/pipeline/${r.id}` }, when(r.created_at))),
+        h("td", { class: "branch" }, r.branch), h("td", { class: "mono" }, short(r.sha)),
+        h("td", { class: "hide-sm" }, r.environment || "–"),
+        h("td", {}, badge(r.state)), h("td", { class: "hide-sm" }, r.trigger),
+        h("td", { class: "hide-sm" }, r.actor), h("td", { class: "hide-sm" }, runDuration(r)),
+        h("td", { class: "hide-sm reason-cell" }, r.reason || "")))))
+      : h("p", { class: "muted" }, "No pipeline has run yet.")));
+}
+
+function jobSummary(job) {
+  const parts = Object.entries(job.summary || {}).map(([k, v]) => `${k} ${typeof v === "object" ? JSON.stringify(v) : v}`);
+  if (job.exit_code !== null && job.exit_code !== undefined && job.exit_code !== 0) parts.unshift(`exit ${job.exit_code}`);
+  return parts.join(", ");
+}
+
+async function pipelinePage(id) {
+  let run = await api(`/api/pipeline/runs/${encodeURIComponent(id)}`);
+  const header = h("div");
+  const jobsBody = h("tbody");
+  const log = h("pre", { class: "log", id: "run-log", tabindex: "0", "aria-label": "run log" });
+  const logNote = h("span", { class: "muted" });
+  const root = h("div", {}, header,
+    h("div", { class: "card" }, h("h2", {}, "Jobs"), h("table", { class: "jobs" },
+      h("thead", {}, h("tr", {}, h("th", {}, "job"), h("th", { class: "hide-sm" }, "kind"), h("th", {}, "state"),
+        h("th", {}, "duration"), h("th", { class: "hide-sm" }, "details"))),
+      jobsBody)),
+    h("div", { class: "card" }, h("header", {}, h("h2", {}, "Log"), logNote), log));
+  let lastLine = 0;
+  let shownHeader = "";
+  let timer = null;
+  let stopped = false;
+
+  function renderHeader() {
+    const r = run;
+    const key = JSON.stringify([r.state, r.reason, r.approvers, r.duration, r.started_at]);
+    if (key === shownHeader) {  // only the running time moved: keep the buttons (and focus)
+      const duration = header.querySelector("#run-duration");
+      if (duration) duration.textContent = runDuration(r);
+      return;
+    }
+    shownHeader = key;
+    const live = !RUN_ENDED.has(r.state);
+    header.replaceChildren(...[
+      h("h1", {}, `pipeline ${r.branch} `, h("span", { class: "mono" }, short(r.sha)), " ",
+        h("span", { id: "run-state" }, badge(r.state)),
+        live ? h("span", { class: "muted live-note" }, " ", h("span", { class: "live" }), "live") : null),
+      r.reason ? h("div", { class: `reason ${r.state === "succeeded" ? "ok" : ""}`, id: "run-reason" }, r.reason) : null,
+      h("dl", { class: "kv" },
+        h("dt", {}, "run"), h("dd", { class: "mono" }, r.id),
+        h("dt", {}, "environment"), h("dd", {}, r.environment || "– (deploys nowhere)"),
+        h("dt", {}, "commit"), h("dd", {}, r.commit_message || "–"),
+        h("dt", {}, "trigger"), h("dd", {}, `${r.trigger} by ${r.actor}`),
+        h("dt", {}, "started"), h("dd", {}, when(r.started_at || r.created_at)),
+        h("dt", {}, "duration"), h("dd", { id: "run-duration" }, runDuration(r)),
+        h("dt", {}, "approvers"), h("dd", { id: "run-approvers" },
+          r.approvers && r.approvers.length ? r.approvers.join(", ") : "none yet")),
+      r.state === "waiting" ? h("div", { class: "actions" },
+        h("button", { class: "primary approve", onclick: approveRun }, "Approve")) : null,
+    ].filter(Boolean));  // replaceChildren would print null as text
+  }
+
+  async function approveRun() {
+    const target = run.environment ? ` to ${run.environment}` : "";
+    const done = await act("Approve run",
+      `Approve the deploy of ${short(run.sha)} (${run.branch})${target}? Your token's name is recorded as an approver.`,
+      `/api/pipeline/runs/${run.id}/approve`);
+    if (done) {
+      run = { ...run, approvers: done.approvers };
+      renderHeader();
+    }
+  }
+
+  function renderJobs(jobs) {
+    jobsBody.replaceChildren(...jobs.map((j) => h("tr", { "data-job": j.name },
+      h("td", {}, j.name), h("td", { class: "hide-sm" }, j.kind),
+      h("td", {}, badge(j.state)),
+      h("td", {}, j.duration !== null ? seconds(j.duration)
+        : j.started_at && j.state === "running" ? `${seconds(Date.now() / 1000 - j.started_at)} so far` : "–"),
+      h("td", { class: "hide-sm" }, [jobSummary(j), j.reason].filter(Boolean).join(" — ")))));
+    if (!jobs.length) jobsBody.appendChild(h("tr", {}, h("td", { colspan: 5, class: "muted" }, "No job has started yet.")));
+  }
+
+  async function loadLog() {
+    for (;;) {
+      const lines = await api(`/api/pipeline/runs/${run.id}/logs?after=${lastLine}`);
+      if (!lines.length) break;
+      const atBottom = log.scrollHeight - log.scrollTop - log.clientHeight < 40;
+      const chunk = document.createDocumentFragment();
+      for (const line of lines) {
+        chunk.appendChild(h("span", { class: "ln" }, h("span", { class: "job" }, line.job), line.line, "\n"));
+        lastLine = Math.max(lastLine, line.id);
+      }
+      log.appendChild(chunk);
+      if (atBottom) log.scrollTop = log.scrollHeight;
+      if (lines.length < LOG_PAGE) break;
+    }
+    logNote.textContent = lastLine ? "" : "no output yet";
+  }
+
+  async function refresh() {
+    const [fresh, jobs] = await Promise.all([
+      api(`/api/pipeline/runs/${run.id}`), api(`/api/pipeline/runs/${run.id}/jobs`)]);
+    run = fresh;
+    renderJobs(jobs);
+    await loadLog();
+    renderHeader();
+  }
+
+  // Poll every second while the run is not finished (one poll at a time; the last one after
+  // the run ended picks up its final lines).
+  async function poll() {
+    if (stopped) return;
+    try {
+      await refresh();
+    } catch (error) {
+      logNote.textContent = `could not refresh: ${error.message}; retrying`;
+    }
+    if (!stopped && !RUN_ENDED.has(run.state)) timer = setTimeout(poll, 1000);
+  }
+  cleanup.push(() => { stopped = true; clearTimeout(timer); });
+  await refresh();
+  if (!stopped && !RUN_ENDED.has(run.state)) timer = setTimeout(poll, 1000);
+  return root;
+}
+
 // -- routing -----------------------------------------------------------------------------------
 
 async function route() {
@@ -338,7 +482,8 @@ async function route() {
   const parts = path.split("/").filter(Boolean);
   const page = parts[0] || "services";
   for (const link of document.querySelectorAll("nav a")) {
-    link.classList.toggle("active", link.dataset.nav === page || (page === "deployment" && link.dataset.nav === "deployments"));
+    link.classList.toggle("active", link.dataset.nav === page || (page === "deployment" && link.dataset.nav === "deployments")
+      || (page === "pipeline" && link.dataset.nav === "pipelines"));
   }
   try {
     if (!overview) {
@@ -348,6 +493,8 @@ async function route() {
     let content;
     if (page === "deployment") content = await deploymentPage(parts[1]);
     else if (page === "deployments") content = await deploymentsPage();
+    else if (page === "pipeline") content = await pipelinePage(parts[1]);
+    else if (page === "pipelines") content = await pipelinesPage();
     else if (page === "alarms") content = await alarmsPage();
     else if (page === "kpis") content = await kpisPage(params);
     else content = await servicesPage();
@@ -361,10 +508,11 @@ async function route() {
   }
 }
 
-// The services page refreshes itself while it is shown (health changes without events).
+// The services and pipelines pages refresh themselves while shown (health and runs change
+// without events).
 setInterval(() => {
   const page = (location.hash.slice(1) || "/").split("/").filter(Boolean)[0] || "services";
-  if (page === "services" && !document.getElementById("confirm").open && document.activeElement.tagName !== "INPUT") route();
+  if (["services", "pipelines"].includes(page) && !document.getElementById("confirm").open && document.activeElement.tagName !== "INPUT") route();
 }, 5000);
 window.addEventListener("hashchange", route);
 route();
