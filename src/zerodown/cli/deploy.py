@@ -23,6 +23,7 @@ from zerodown.engine.deployer import Deployer, DeployRequest
 from zerodown.engine.events import DeploymentState
 from zerodown.errors import ConfigError, ZerodownError
 from zerodown.secrets.masking import masked_console
+from zerodown.server.views import deployment_view, fleet_view
 from zerodown.store.base import DeploymentRecord
 
 console = masked_console(highlight=False)
@@ -287,63 +288,11 @@ async def _abort_through_serve(loaded: LoadedConfig, service: str, env: str) -> 
 
 
 def _status_json(items: list[FleetStatus]) -> list[dict[str, Any]]:
-    out = []
-    for item in items:
-        targets = []
-        if item.route:
-            for t in item.route.targets:
-                targets.append(
-                    {
-                        "instance": t.spec.target_id,
-                        "address": t.spec.address,
-                        "revision": t.spec.revision,
-                        "weight": t.spec.weight,
-                        "health": t.health.value,
-                        "draining": t.draining,
-                        "inflight": t.inflight,
-                    }
-                )
-        out.append(
-            {
-                "service": item.service,
-                "environment": item.environment,
-                "revision": item.revision,
-                "healthy": item.route.healthy_count if item.route else 0,
-                "targets": targets,
-                "instances": [
-                    {
-                        "instance": i.instance_id,
-                        "revision": i.revision,
-                        "state": i.state.value,
-                        "pid": i.pid,
-                        "port": i.port,
-                        "restarts": i.restarts,
-                    }
-                    for i in item.instances
-                ],
-                "last_deployment": _record_json(item.last) if item.last else None,
-            }
-        )
-    return out
+    return [fleet_view(item) for item in items]  # the same shape as the API's
 
 
 def _record_json(record: DeploymentRecord) -> dict[str, Any]:
-    return {
-        "id": record.id,
-        "service": record.service,
-        "environment": record.environment,
-        "revision": record.revision,
-        "previous_revision": record.previous_revision,
-        "kind": record.kind,
-        "strategy": record.strategy,
-        "state": record.state.value,
-        "actor": record.actor,
-        "reason": record.reason,
-        "created_at": record.created_at,
-        "started_at": record.started_at,
-        "finished_at": record.finished_at,
-        "duration": record.duration,
-    }
+    return deployment_view(record)
 
 
 def status(as_json: JsonOption = False, config: ConfigOption = None) -> None:
