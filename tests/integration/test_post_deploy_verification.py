@@ -4,6 +4,7 @@ A failed check fails the deployment and the fleet is rolled back to the previous
 from __future__ import annotations
 
 import pytest
+from tests.integration.test_deploy_local import stack
 from tests.integration.verify_fixtures import (
     VERIFY_APP,
     WEBAPP,
@@ -17,7 +18,7 @@ from zerodown.control_plane import ControlPlane
 from zerodown.engine.events import DeploymentState, EventKind
 from zerodown.verify.verifier import PostDeployVerifier
 
-__all__ = ["verify_stack"]  # the fixture, imported so pytest finds it
+__all__ = ["stack", "verify_stack"]  # the fixtures, imported so pytest finds them
 
 pytestmark = [pytest.mark.timeout(120)]  # each test deploys 1-2 times: about 1-3 s
 

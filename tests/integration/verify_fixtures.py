@@ -3,25 +3,19 @@ LocalRuntime, SQLite history, and a Deployer with the `PostDeployVerifier`."""
 
 from __future__ import annotations
 
-import shutil
 import socket
 import sys
-import tempfile
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from tests.integration.test_deploy_local import Stack
 
 from zerodown.config.loader import LoadedConfig, load_config
 from zerodown.engine.deployer import Deployer, DeployRequest
 from zerodown.engine.events import DeploymentEvent, EventKind
-from zerodown.routers.builtin.client import BuiltinRouter, ensure_router, stop_router
-from zerodown.runtimes.local import LocalRuntime
 from zerodown.store.base import DeploymentRecord
-from zerodown.store.sql import SqlHistoryStore, open_store
 from zerodown.verify.verifier import PostDeployVerifier
 
 REPO = Path(__file__).resolve().parents[2]
@@ -45,21 +39,14 @@ def run_command(app_dir: Path, per_revision: dict[str, str] | None = None) -> st
     return "".join(lines) + f"exec {sys.executable} {app_dir / 'app.py'}"
 
 
-@dataclass
-class VerifyStack:
-    """A state dir with a router daemon, a runtime and a store, and a zerodown.yml to write."""
-
-    root: Path
-    port: int
-    runtime: LocalRuntime
-    router: BuiltinRouter
-    store: SqlHistoryStore
+class VerifyStack(Stack):
+    """The end-to-end stack of test_deploy_local, with zerodown.yml holding `verify:`."""
 
     @property
     def listen(self) -> str:
         return f"127.0.0.1:{self.port}"
 
-    def write_config(
+    def write_config(  # type: ignore[override]  # the verify tests write other fields
         self,
         *,
         run: str,
@@ -111,29 +98,8 @@ class VerifyStack:
         """The deployment's VERIFY events, in order."""
         return [e for _, e in await self.store.events(record.id) if e.kind is EventKind.VERIFY]
 
-    async def running_revisions(self) -> list[str]:
-        """Revisions of the instances whose process runs."""
-        return sorted(i.revision for i in await self.runtime.list("api") if i.state == "running")
-
 
 @pytest.fixture
-async def verify_stack() -> AsyncIterator[VerifyStack]:
-    """A fresh stack, everything stopped and removed afterwards."""
-    # A short path: the router's control socket must fit in sun_path (108 bytes).
-    root = Path(tempfile.mkdtemp(prefix="zd-v-", dir="/tmp"))
-    state = root / "state"
-    port = free_port()
-    runtime = LocalRuntime(state)
-    store: SqlHistoryStore | None = None
-    try:
-        await ensure_router(state, [f"127.0.0.1:{port}"])
-        store = open_store(f"sqlite:///{state / 'history.db'}")
-        yield VerifyStack(root, port, runtime, BuiltinRouter(state), store)
-    finally:
-        for info in await runtime.list():
-            await runtime.stop(info.instance_id, timeout=2)
-            await runtime.remove(info.instance_id)
-        await stop_router(state, timeout=10)
-        if store is not None:
-            await store.close()
-        shutil.rmtree(root, ignore_errors=True)
+async def verify_stack(stack: Stack) -> VerifyStack:
+    """The `stack` fixture's router, runtime and store, for verification tests."""
+    return VerifyStack(stack.root, stack.port, stack.runtime, stack.router, stack.store)
