@@ -233,3 +233,33 @@ async def test_serving_on_a_busy_port_is_a_config_error_naming_server_listen(api
         server = HttpServer(api.plane, ServerConfig(listen=f"127.0.0.1:{port}"))
         with pytest.raises(ConfigError, match=r"server\.listen"):
             await server.start()
+
+
+async def test_prometheus_endpoint_exposes_the_router_metrics_of_the_current_period(
+    api: Api,
+) -> None:
+    """GET /metrics renders the router's counters, including the period still running."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from zerodown.metrics.recorder import MetricsRecorder
+    from zerodown.routers.base import RouteSpec, TargetSpec
+    from zerodown.routers.builtin.table import RoutingTable
+
+    recorder = MetricsRecorder(RoutingTable(), now=lambda: 1000.0)
+    recorder.table.apply_route(RouteSpec("api.prod"))
+    target = recorder.table.add_target(
+        TargetSpec("api.prod", "i1", "127.0.0.1", 1, revision="r1"), healthy=True
+    )
+    route = recorder.table.routes()[0]
+    for status in (200, 200, 503):
+        recorder.on_response(route, target, status, 0.01, False)
+
+    async def metrics(since: float | None = None) -> dict[str, object]:
+        return recorder.snapshot(since)
+
+    api.plane.router.metrics = metrics  # type: ignore[attr-defined]  # as the builtin router
+    response = await api.client.get("/metrics")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain")
+    families = {f.name: f for f in text_string_to_metric_families(response.text)}
+    assert families["zerodown_requests"].samples[0].value == 3

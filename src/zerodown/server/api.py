@@ -17,7 +17,13 @@ from typing import Annotated, Any
 
 import sqlalchemy as sa
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
-from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, StreamingResponse
+from fastapi.responses import (
+    FileResponse,
+    JSONResponse,
+    RedirectResponse,
+    Response,
+    StreamingResponse,
+)
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
@@ -481,6 +487,15 @@ def create_app(
     app.include_router(pipeline_routes())
     app.include_router(webhooks)
     app.mount("/static", StaticFiles(directory=str(DASHBOARD)), name="static")
+
+    @app.get("/metrics", dependencies=[Depends(read_access)], response_class=Response)
+    async def prometheus(request: Request) -> Response:
+        """The router's metrics in Prometheus' text format (for a Prometheus to scrape)."""
+        from zerodown.metrics.prometheus import render_prometheus
+
+        read = getattr(_state(request).plane.router, "metrics", None)
+        body = render_prometheus(await read()) if read is not None else b""
+        return Response(body, media_type="text/plain; version=0.0.4; charset=utf-8")
 
     @app.get("/", include_in_schema=False)
     async def index() -> FileResponse:
