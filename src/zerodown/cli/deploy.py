@@ -36,7 +36,8 @@ EnvOption = Annotated[str, typer.Option("--env", "-e", help="Environment, e.g. d
 JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 
 
-def _actor(explicit: str | None) -> str:
+def actor_name(explicit: str | None) -> str:
+    """Who acts: the given name, else git's user.name, else $USER."""
     if explicit:
         return explicit
     try:
@@ -48,12 +49,13 @@ def _actor(explicit: str | None) -> str:
     return name or os.environ.get("USER", "unknown")
 
 
-def _open_and_run(
+def open_and_run(
     config: Path | None,
     work: Callable[[ControlPlane], Awaitable[T]],
     *,
     recover: bool = True,
 ) -> T:
+    """Load the config, open the control plane, run `work` on it, close it."""
     loaded = load_config(config)
 
     async def main() -> T:
@@ -195,7 +197,7 @@ def deploy(
     loaded = load_config(config)
     check_target(loaded, service, env)
     request = DeployRequest(
-        service=service, environment=env, revision=revision, actor=_actor(actor)
+        service=service, environment=env, revision=revision, actor=actor_name(actor)
     )
     wait_for_lock = 600.0 if wait else None
     remote = _run_remote(
@@ -233,7 +235,7 @@ def rollback(
     """Put SERVICE back on the previous successful revision (or --to REV), with zero downtime."""
     loaded = load_config(config)
     check_target(loaded, service, env)
-    who = _actor(actor)
+    who = actor_name(actor)
     remote = _run_remote(
         loaded,
         {"op": "rollback", "service": service, "environment": env, "to": to, "actor": who},
@@ -272,7 +274,7 @@ def abort(
             "it rolls the fleet back"
         )
 
-    _open_and_run(config, work, recover=False)
+    open_and_run(config, work, recover=False)
 
 
 async def _abort_through_serve(loaded: LoadedConfig, service: str, env: str) -> bool:
@@ -297,7 +299,7 @@ def _record_json(record: DeploymentRecord) -> dict[str, Any]:
 
 def status(as_json: JsonOption = False, config: ConfigOption = None) -> None:
     """What runs where: revision, instances, health, last deployment."""
-    items = _open_and_run(config, lambda plane: plane.status())
+    items = open_and_run(config, lambda plane: plane.status())
     if as_json:
         print(json.dumps(_status_json(items), indent=2))
         return
@@ -343,7 +345,7 @@ def history(
     async def work(plane: ControlPlane) -> list[DeploymentRecord]:
         return await plane.store.list_deployments(service=service, environment=env, limit=limit)
 
-    records = _open_and_run(config, work, recover=False)
+    records = open_and_run(config, work, recover=False)
     if as_json:
         print(json.dumps([_record_json(r) for r in records], indent=2))
         return
@@ -445,7 +447,7 @@ def stop(config: ConfigOption = None) -> None:
     async def work(plane: ControlPlane) -> int:
         return await plane.stop_everything()
 
-    count = _open_and_run(config, work, recover=False)
+    count = open_and_run(config, work, recover=False)
     console.print(f"stopped {count} instance(s) and the router")
 
 

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import subprocess
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -16,6 +14,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
+from zerodown.cli.deploy import actor_name
 from zerodown.config import LoadedConfig, load_config
 from zerodown.errors import ConfigError
 from zerodown.pipeline.approvals import approve
@@ -76,19 +75,6 @@ def _styled(state: str) -> str:
     return f"[{_STATE_STYLE.get(state, 'white')}]{state}[/]"
 
 
-def _actor(explicit: str | None) -> str:
-    if explicit:
-        return explicit
-    try:
-        done = subprocess.run(
-            ["git", "config", "user.name"], capture_output=True, text=True, timeout=5, check=False
-        )
-        name = done.stdout.strip()
-    except OSError:
-        name = ""
-    return name or os.environ.get("USER", "unknown")
-
-
 def _inputs(values: list[str]) -> dict[str, str]:
     result = {}
     for item in values:
@@ -144,7 +130,7 @@ def run_command(
     """Run the pipeline for BRANCH: jobs, gates, then the deploy its environment wants."""
     loaded = load_config(config)
     pipeline_of(loaded)
-    who = _actor(actor)
+    who = actor_name(actor)
 
     async def create(history: PipelineHistory) -> RunRecord:
         runner = PipelineRunner(loaded, history)
@@ -303,7 +289,7 @@ def cancel_command(
 ) -> None:
     """Stop a run (a deploy in flight finishes first; the fleet is never left half-switched)."""
     loaded = load_config(config)
-    who = _actor(actor)
+    who = actor_name(actor)
 
     async def cancel(history: PipelineHistory) -> RunRecord:
         run = await history.get_run(run_id)
@@ -321,7 +307,7 @@ def approve_command(
 ) -> None:
     """Approve a pipeline run waiting to deploy (each person counts once)."""
     loaded = load_config(config)
-    who = _actor(actor)
+    who = actor_name(actor)
 
     async def work(history: PipelineHistory) -> tuple[RunRecord, bool, list[str]]:
         run = await history.get_run(run_id)

@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from zerodown.cli.deploy import ConfigOption, EnvOption, _actor, _open_and_run
+from zerodown.cli.deploy import ConfigOption, EnvOption, actor_name, open_and_run
 from zerodown.control_plane import ControlPlane, check_target
 from zerodown.engine.commands import Command, send_command
 from zerodown.errors import ConfigError
@@ -25,7 +25,7 @@ ActorOption = Annotated[str | None, typer.Option(help="Who asks (default: git us
 def _send(
     config: ConfigOption, service: str, env: str, command: Command, actor: str | None
 ) -> None:
-    who = _actor(actor)
+    who = actor_name(actor)
 
     async def work(plane: ControlPlane) -> str:
         check_target(plane.loaded, service, env)
@@ -37,7 +37,7 @@ def _send(
         await send_command(plane.store, holder.deployment_id, command, who)
         return holder.deployment_id
 
-    deployment_id = _open_and_run(config, work, recover=False)
+    deployment_id = open_and_run(config, work, recover=False)
     console.print(
         f"sent {command.value.replace('_', ' ')} to deployment {deployment_id[:8]} of "
         f"{service}/{env}; it acts on it within a second"

@@ -95,7 +95,8 @@ def _engine(plane: ControlPlane) -> sa.Engine:
     return engine
 
 
-def _state(request: Request) -> ApiState:
+def state_of(request: Request) -> ApiState:
+    """The API state of the app serving `request`."""
     state: ApiState = request.app.state.api
     return state
 
@@ -113,12 +114,12 @@ async def _token_name(state: ApiState, credentials: HTTPAuthorizationCredentials
 
 async def require_token(request: Request, credentials: Credentials) -> str:
     """Every action: the name of the caller's token (the deployment's actor)."""
-    return await _token_name(_state(request), credentials)
+    return await _token_name(state_of(request), credentials)
 
 
 async def read_access(request: Request, credentials: Credentials) -> None:
     """Reads: open when `server.read_only_public`, else a token too."""
-    state = _state(request)
+    state = state_of(request)
     if not state.settings.read_only_public:
         await _token_name(state, credentials)
 
@@ -159,7 +160,7 @@ def read_routes() -> APIRouter:
     @api.get("/overview")
     async def overview(request: Request) -> dict[str, Any]:
         """The project, its services and environments, and which features this server has."""
-        state = _state(request)
+        state = state_of(request)
         config = state.plane.loaded.config
         return {
             "project": config.project,
@@ -173,7 +174,7 @@ def read_routes() -> APIRouter:
     @api.get("/environments")
     async def environments(request: Request) -> list[dict[str, Any]]:
         """Environments with their branch, strategy and rollback policy."""
-        config = _state(request).plane.loaded.config
+        config = state_of(request).plane.loaded.config
         return [
             {
                 "name": name,
@@ -187,7 +188,7 @@ def read_routes() -> APIRouter:
     @api.get("/services")
     async def services(request: Request) -> list[dict[str, Any]]:
         """Every service x environment: live revision, targets and their health, instances."""
-        return [fleet_view(item) for item in await _state(request).plane.status()]
+        return [fleet_view(item) for item in await state_of(request).plane.status()]
 
     @api.get("/instances")
     async def instances(
@@ -197,7 +198,7 @@ def read_routes() -> APIRouter:
     ) -> list[dict[str, Any]]:
         """Running instances with the router's view of their health."""
         out = []
-        for item in await _state(request).plane.status():
+        for item in await state_of(request).plane.status():
             if service not in (None, item.service) or environment not in (None, item.environment):
                 continue
             view = fleet_view(item)
@@ -224,14 +225,14 @@ def read_routes() -> APIRouter:
         limit: Annotated[int, Query(ge=1, le=500)] = 50,
     ) -> list[dict[str, Any]]:
         """Deployments, newest first."""
-        store = _state(request).plane.store
+        store = state_of(request).plane.store
         found = await store.list_deployments(service=service, environment=environment, limit=limit)
         return [deployment_view(r) for r in found]
 
     @api.get("/deployments/{deployment_id}")
     async def deployment(request: Request, deployment_id: str) -> dict[str, Any]:
         """One deployment (a unique id prefix of 4+ characters works too)."""
-        return deployment_view(await _record(_state(request), deployment_id))
+        return deployment_view(await _record(state_of(request), deployment_id))
 
     @api.get("/deployments/{deployment_id}/events")
     async def deployment_events(
@@ -240,7 +241,7 @@ def read_routes() -> APIRouter:
         after: Annotated[int, Query(ge=0, le=2**31)] = 0,
     ) -> list[dict[str, Any]]:
         """A deployment's events after sequence number `after`, in order."""
-        state = _state(request)
+        state = state_of(request)
         record = await _record(state, deployment_id)
         return [event_view(s, e) for s, e in await state.plane.store.events(record.id, after=after)]
 
@@ -255,7 +256,7 @@ def read_routes() -> APIRouter:
         after: Annotated[int, Query(ge=0, le=2**31)] = 0,
     ) -> StreamingResponse:
         """Server-Sent Events: `deployment_event` per event as it happens, then `end`."""
-        state = _state(request)
+        state = state_of(request)
         record = await _record(state, deployment_id)
         last_id = request.headers.get("last-event-id", "")
         start = int(last_id) if last_id.isdigit() else after
@@ -277,7 +278,7 @@ def read_routes() -> APIRouter:
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     ) -> list[dict[str, Any]]:
         """Alarm state changes, newest first (from the alarms' history)."""
-        engine = _state(request).tokens.engine
+        engine = state_of(request).tokens.engine
         return await asyncio.to_thread(_alarm_history, engine, environment, limit)
 
     @api.get("/metrics")
@@ -288,7 +289,7 @@ def read_routes() -> APIRouter:
         minutes: Annotated[float, Query(gt=0, le=24 * 60)] = 15,
     ) -> dict[str, Any]:
         """Requests, 5xx and latency per revision per 10 s period (the router's datapoints)."""
-        state = _state(request)
+        state = state_of(request)
         _target(state, service, environment)
         return await _metric_series(state, f"{service}.{environment}", minutes)
 
@@ -300,7 +301,7 @@ def read_routes() -> APIRouter:
         days: Annotated[float, Query(gt=0, le=3660)] = 30,
     ) -> list[dict[str, Any]]:
         """Delivery KPIs per service and environment, with the seeds' targets."""
-        state = _state(request)
+        state = state_of(request)
         config = state.plane.loaded.config
         groups = [(s, e) for s in config.services for e in config.environments]
         found = await compute_kpis(
@@ -318,7 +319,7 @@ def action_routes() -> APIRouter:
     @api.post("/deployments", status_code=202, response_model=Accepted)
     async def deploy(request: Request, body: DeployBody, actor: Actor) -> JSONResponse:
         """Start a deployment in the background; follow it on its `stream`."""
-        state = _state(request)
+        state = state_of(request)
         _target(state, body.service, body.environment)
         wanted = DeployRequest(body.service, body.environment, body.revision, actor)
         return _accepted(
@@ -328,7 +329,7 @@ def action_routes() -> APIRouter:
     @api.post("/rollback", status_code=202, response_model=Accepted)
     async def rollback(request: Request, body: RollbackBody, actor: Actor) -> JSONResponse:
         """Deploy the previous good revision (or `to`) with the same zero-downtime mechanics."""
-        state = _state(request)
+        state = state_of(request)
         _target(state, body.service, body.environment)
 
         def work(d: Deployer) -> Awaitable[DeploymentRecord]:
@@ -339,7 +340,7 @@ def action_routes() -> APIRouter:
     @api.post("/deployments/{deployment_id}/abort", status_code=202)
     async def abort(request: Request, deployment_id: str, actor: Actor) -> dict[str, Any]:
         """Fail a running deployment now: the fleet rolls back to the previous revision."""
-        state = _state(request)
+        state = state_of(request)
         record = await _record(state, deployment_id)
         if record.state.terminal:
             raise HTTPException(409, f"deployment {record.id[:8]} already ended: {record.state}")
@@ -363,7 +364,7 @@ def action_routes() -> APIRouter:
             """Promote, fully promote, pause or resume a running canary / blue-green deploy."""
             from zerodown.engine.commands import send_command
 
-            state = _state(request)
+            state = state_of(request)
             record = await _record(state, deployment_id)
             if record.state.terminal:
                 raise HTTPException(409, f"deployment {record.id[:8]} already ended")
@@ -493,7 +494,7 @@ def create_app(
         """The router's metrics in Prometheus' text format (for a Prometheus to scrape)."""
         from zerodown.metrics.prometheus import render_prometheus
 
-        read = getattr(_state(request).plane.router, "metrics", None)
+        read = getattr(state_of(request).plane.router, "metrics", None)
         body = render_prometheus(await read()) if read is not None else b""
         return Response(body, media_type="text/plain; version=0.0.4; charset=utf-8")
 

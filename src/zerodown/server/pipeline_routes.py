@@ -12,12 +12,12 @@ from zerodown.errors import PipelineError, StoreError
 from zerodown.pipeline.approvals import approve
 from zerodown.pipeline.history import PipelineHistory
 from zerodown.pipeline.model import JobRecord, LogLine, RunRecord
-from zerodown.server.api import Actor, _state, read_access
+from zerodown.server.api import Actor, read_access, state_of
 from zerodown.store.sql import SqlHistoryStore
 
 
 def _history(request: Request) -> PipelineHistory:
-    store = _state(request).plane.store
+    store = state_of(request).plane.store
     assert isinstance(store, SqlHistoryStore)  # the API serves the SQL history only
     return PipelineHistory(store)
 
