@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import marshal
+import math
 import resource
 import signal
 import socket
@@ -201,15 +202,17 @@ async def fixed_rate_load(
     statuses: dict[int, int] = {}
     errors = 0
     started = time.monotonic()
-    end = started + seconds
 
     async def worker(offset: float) -> None:
         nonlocal errors
         interval = 1.0 / rate_per_worker
-        due = started + offset
+        # Slots by index, not by adding up `interval`: accumulated float error would sometimes
+        # squeeze one more request in before `end`.
+        slots = math.ceil((seconds - offset) * rate_per_worker - 1e-9)
         connection: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
         try:
-            while due < end:
+            for slot in range(slots):
+                due = started + offset + slot * interval
                 await asyncio.sleep(max(0.0, due - time.monotonic()))
                 try:
                     connection = connection or await asyncio.open_connection(host, port)
@@ -222,7 +225,6 @@ async def fixed_rate_load(
                 else:
                     latencies.append(time.monotonic() - due)
                     statuses[status] = statuses.get(status, 0) + 1
-                due += interval
         finally:
             if connection:
                 connection[1].close()
