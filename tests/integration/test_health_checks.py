@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.processes import wait_exited
 
 from zerodown.errors import HealthCheckFailed
 from zerodown.health import HealthCheckSpec, ProbeResult, probe, wait_until_healthy
@@ -222,16 +223,7 @@ async def test_command_probe_kills_the_whole_command_at_timeout(tmp_path: Path) 
     assert result.detail == "timed out after 0.5 s"
     assert result.seconds < 3.0
     child = int(pidfile.read_text())
-    assert not _running(child), "the command's child outlived the timeout"
-
-
-def _running(pid: int) -> bool:
-    """Whether pid runs (a zombie waiting for a reaper does not count)."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (FileNotFoundError, ProcessLookupError):
-        return False
-    return state != "Z"
+    assert await wait_exited(child), "the command's child outlived the timeout"
 
 
 # --- the example web app --------------------------------------------------------------------

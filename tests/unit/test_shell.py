@@ -6,13 +6,9 @@ import asyncio
 import time
 from pathlib import Path
 
-from zerodown.runtimes.local.procinfo import read_stat
+from tests.processes import wait_exited
+
 from zerodown.shell import MAX_LINE, run_shell
-
-
-def is_running(pid: int) -> bool:
-    stat = read_stat(pid)
-    return stat is not None and stat.state != "Z"
 
 
 async def test_first_line_arrives_before_the_process_ends(tmp_path: Path) -> None:
@@ -78,7 +74,7 @@ async def test_timeout_kills_the_whole_group(tmp_path: Path) -> None:
     assert result.timed_out and not result.ok
     assert result.output_tail == ["started"]
     assert time.monotonic() - started < 5
-    assert not is_running(int(pidfile.read_text()))
+    assert await wait_exited(int(pidfile.read_text()))
 
 
 async def test_term_resistant_group_gets_sigkill(tmp_path: Path) -> None:
@@ -92,7 +88,7 @@ async def test_term_resistant_group_gets_sigkill(tmp_path: Path) -> None:
         kill_grace=0.5,
     )
     assert result.timed_out
-    assert not is_running(int(pidfile.read_text()))
+    assert await wait_exited(int(pidfile.read_text()))
 
 
 async def test_background_leftover_is_ended_after_normal_exit(tmp_path: Path) -> None:
@@ -104,7 +100,7 @@ async def test_background_leftover_is_ended_after_normal_exit(tmp_path: Path) ->
     )
     assert result.ok and result.output_tail == ["done"]
     assert time.monotonic() - started < 5
-    assert not is_running(int(pidfile.read_text()))
+    assert await wait_exited(int(pidfile.read_text()))
 
 
 async def test_cancelling_kills_the_group(tmp_path: Path) -> None:
@@ -120,10 +116,7 @@ async def test_cancelling_kills_the_group(tmp_path: Path) -> None:
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
     pid = int(pidfile.read_text())
-    deadline = time.monotonic() + 5
-    while is_running(pid) and time.monotonic() < deadline:  # noqa: ASYNC110 (/proc has no event)
-        await asyncio.sleep(0.02)
-    assert not is_running(pid)
+    assert await wait_exited(pid)
 
 
 async def test_long_lines_and_missing_final_newline(tmp_path: Path) -> None:
