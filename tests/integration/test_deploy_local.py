@@ -67,7 +67,7 @@ class Stack:
         *,
         instances: int = 1,
         strategy: dict[str, Any] | None = None,
-        hooks: dict[str, str] | None = None,
+        hooks: dict[str, Any] | None = None,
         env: dict[str, str] | None = None,
     ) -> LoadedConfig:
         """Write zerodown.yml (service `api`, environment `prod`) and load it."""
@@ -224,6 +224,35 @@ async def test_in_place_hooks_run_in_codedeploy_order(stack: Stack) -> None:
     assert record.state is DeploymentState.SUCCEEDED, record.reason
     assert journal.read_text().split("\n")[:-1] == [f"{n} v2" for n in names]
     assert await stack.versions() == {"v2"}
+
+
+async def test_hooks_run_once_per_instance_unless_scoped_to_the_batch(stack: Stack) -> None:
+    """A per-instance hook runs on each instance with its own target; a batch hook runs once."""
+    journal = stack.root / "hooks.txt"
+    probe = (
+        "python3 -c 'import os, urllib.request; "
+        'urllib.request.urlopen("http://" + os.environ["ZERODOWN_TARGET"] + "/health")\''
+    )
+    hooks = {
+        "ValidateService": (
+            f'{probe} && echo "validate $ZERODOWN_INSTANCE $ZERODOWN_TARGET" >> {journal}'
+        ),
+        "BeforeInstall": {
+            "command": f'echo "install $ZERODOWN_INSTANCE" >> {journal}',
+            "scope": "batch",
+        },
+    }
+    loaded = stack.write_config(instances=2, strategy={"type": "in-place", "batch": 2}, hooks=hooks)
+    assert (await stack.deploy(loaded, "v1")).state is DeploymentState.SUCCEEDED
+    journal.unlink()
+    record = await stack.deploy(loaded, "v2")
+    assert record.state is DeploymentState.SUCCEEDED, record.reason
+    lines = journal.read_text().splitlines()
+    running = {i.instance_id: i for i in await stack.runtime.list("api") if i.state == "running"}
+    installs = [line.split()[1] for line in lines if line.startswith("install ")]
+    assert len(installs) == 1 and sorted(installs[0].split(",")) == sorted(running)
+    validated = {line.split()[1]: line.split()[2] for line in lines if line.startswith("validate ")}
+    assert validated == {i: f"{info.host}:{info.port}" for i, info in running.items()}
 
 
 async def test_all_at_once_replaces_every_instance(stack: Stack) -> None:

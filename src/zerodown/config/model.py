@@ -133,6 +133,13 @@ class HookConfig(_Model):
 
     command: str = Field(description="Shell command; ZERODOWN_* variables describe the deployment.")
     timeout: Duration = Field(300.0, description="Killed and failed after this long.")
+    scope: Literal["instance", "batch"] = Field(
+        "instance",
+        description=(
+            "`instance`: run once per instance of the batch, concurrently, as CodeDeploy runs a"
+            " hook on each host; `batch`: run once for the whole batch (a migration, say)."
+        ),
+    )
 
     @model_validator(mode="before")
     @classmethod

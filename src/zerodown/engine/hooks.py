@@ -44,6 +44,11 @@ class HookRunner:
         """True when hook `name` is configured."""
         return name in self._hooks
 
+    def per_instance(self, name: str) -> bool:
+        """Whether hook `name` runs once per instance (its `scope`), rather than once per batch."""
+        hook = self._hooks.get(name)
+        return hook is not None and hook.scope == "instance"
+
     async def run(
         self, name: str, *, instance: str | None = None, extra_env: Mapping[str, str] = {}
     ) -> None:

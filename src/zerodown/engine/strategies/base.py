@@ -23,6 +23,10 @@ class HookRunning(Protocol):
         """Whether the hook is configured."""
         ...
 
+    def per_instance(self, name: str) -> bool:
+        """Whether the hook runs once per instance (else once per batch)."""
+        ...
+
     async def run(
         self, name: str, *, instance: str | None = None, extra_env: Mapping[str, str] = ...
     ) -> None:
@@ -69,17 +73,33 @@ class StrategyContext:
     async def hook(
         self, name: str, members: Sequence[FleetMember] | Sequence[str], batch: str
     ) -> None:
-        """Run hook `name` once for a batch; ZERODOWN_INSTANCE lists the batch's instance ids."""
+        """Run hook `name` for a batch: once per instance, concurrently (CodeDeploy's way), or
+        once for the whole batch when its scope is `batch`.
+
+        Every run sees ZERODOWN_BATCH ("2/4") and ZERODOWN_TARGETS (the batch's host:port list);
+        a per-instance run also sees ZERODOWN_INSTANCE and, once the instance listens,
+        ZERODOWN_TARGET. With no instances a per-instance hook has nothing to run on (the
+        ApplicationStop of a first deploy, as in CodeDeploy).
+        """
         if not self.hooks.has(name):
             return
         ids = [m if isinstance(m, str) else m.instance_id for m in members]
-        targets = ",".join(
-            f"{m.host}:{m.port}" for m in members if isinstance(m, FleetMember) and m.port
-        )
-        await self.hooks.run(
-            name,
-            instance=",".join(ids) or None,
-            extra_env={"ZERODOWN_BATCH": batch, "ZERODOWN_TARGETS": targets},
+        addresses = {
+            m.instance_id: f"{m.host}:{m.port}"
+            for m in members
+            if isinstance(m, FleetMember) and m.port
+        }
+        env = {"ZERODOWN_BATCH": batch, "ZERODOWN_TARGETS": ",".join(addresses.values())}
+        if not self.hooks.per_instance(name):
+            await self.hooks.run(name, instance=",".join(ids) or None, extra_env=env)
+            return
+        await run_all(
+            self.hooks.run(
+                name,
+                instance=instance_id,
+                extra_env={**env, "ZERODOWN_TARGET": addresses.get(instance_id, "")},
+            )
+            for instance_id in ids
         )
 
 
