@@ -193,7 +193,7 @@ async def test_drain_via_the_client_under_load_loses_no_request(fleet: Fleet) ->
     report = await load
     assert report.failures == []
     assert result.target_id == "a" and result.forced == 0 and result.finished >= 1
-    assert result.seconds <= 1.5  # the slowest request in flight takes 1 s
+    assert result.seconds < 5.0  # ended with its requests (1 s at most), not at the 10 s timeout
     [status] = await fleet.router.status("web")
     assert [t.spec.target_id for t in status.targets] == ["b"]
     kinds = [e["kind"] for e in await fleet.router.events()]
