@@ -146,6 +146,8 @@ async def test_canary_with_20_percent_5xx_fails_analysis_and_rolls_back(stack: S
     last = (await _data(stack, record, EventKind.ANALYSIS))[-1]
     assert last["verdict"] == "fail" and last["canary"]["errors_5xx"] > 0
     assert await stack.versions() == {"v1"}
+    [route] = await stack.router.status()
+    assert [t.spec.weight for t in route.targets] == [100, 100]  # not left at the step's share
 
 
 async def test_slow_canary_fails_on_p95_latency(stack: Stack) -> None:

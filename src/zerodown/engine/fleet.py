@@ -484,9 +484,12 @@ class Fleet:
         *,
         everything: bool,
     ) -> None:
-        """Give warm instances in `keep` their weight back and (if `everything`) take it from the
-        rest, in one atomic router step: a rollback to a warm fleet is a traffic flip."""
-        weights = {m.instance_id: DEFAULT_WEIGHT for m in keep if m.warm}
+        """Give instances in `keep` their full weight back (warm ones out of rotation, a canary's
+        baseline at its step's share) and (if `everything`) take it from the rest, in one atomic
+        router step: a rollback to a warm fleet is a traffic flip."""
+        weights = {
+            m.instance_id: DEFAULT_WEIGHT for m in keep if m.warm or m.weight != DEFAULT_WEIGHT
+        }
         if not weights:
             return
         if everything:
@@ -496,7 +499,7 @@ class Fleet:
         await self.router.set_weights(self.route_name, weights)
         await self.sink.emit(
             EventKind.DECISION,
-            f"traffic flipped back to {len([w for w in weights.values() if w])} warm instance(s)",
+            f"traffic back on {len([w for w in weights.values() if w])} instance(s) at full weight",
             {"weights": weights},
         )
 
