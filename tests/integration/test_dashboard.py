@@ -5,98 +5,50 @@ rollback started by the button. Screenshots go to tests/artifacts/dashboard/."""
 from __future__ import annotations
 
 import contextlib
-import os
 import re
-import signal
-import socket
 import subprocess
-import sys
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
+from tests.integration.dashboard_fixtures import (
+    ARTIFACTS,
+    ServedProject,
+    browser,
+    save_screenshot,
+    wait_for,
+)
+from tests.integration.pipeline_fixtures import free_port
 
 from zerodown.demo import make_repository
+
+__all__ = ["browser"]  # the fixture, imported so pytest finds it
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 playwright_sync = pytest.importorskip("playwright.sync_api")
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-]
-ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts" / "dashboard"
 
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.2)  # another process: nothing to await
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-class Served:
+class Served(ServedProject):
     """The demo repository under a running `zerodown serve`, with an API token."""
 
     def __init__(self, root: Path) -> None:
-        self.router_port = _free_port()
-        self.api_port = _free_port()
-        self.repo = make_repository(root, self.router_port)
-        config = self.repo / "zerodown.yml"
+        self.router_port = free_port()
+        api_port = free_port()
+        repo = make_repository(root, self.router_port)
+        config = repo / "zerodown.yml"
         text = config.read_text().replace(
             "    instances: 2\n", "    instances: 2\n    env: {BOOT_SECONDS: '1'}\n"
         )
-        config.write_text(text + f"server:\n  listen: 127.0.0.1:{self.api_port}\n")
-        created = self.zerodown("token", "create", "browser")
-        assert created.returncode == 0, created.stderr
-        self.token = created.stdout.strip().splitlines()[-1]
-        self.url = f"http://127.0.0.1:{self.api_port}/"
-        self.log = (root / "serve.log").open("w")
-        self.serve = subprocess.Popen(
-            [sys.executable, "-m", "zerodown", "serve"],
-            cwd=self.repo,
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "COLUMNS": "200"},
-        )
-        _wait_for(self.answers, 60, "zerodown serve's API")
-
-    def zerodown(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "zerodown", *args],
-            cwd=self.repo,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
-
-    def answers(self) -> bool:
-        try:
-            return httpx.get(self.url + "api/overview", timeout=2).status_code == 200
-        except httpx.HTTPError:
-            return False
+        config.write_text(text + f"server:\n  listen: 127.0.0.1:{api_port}\n")
+        super().__init__(repo, api_port)
 
     def deploy(self, revision: str) -> str:
         answer = httpx.post(
             self.url + "api/deployments",
             json={"service": "web", "environment": "prod", "revision": revision},
-            headers={"Authorization": f"Bearer {self.token}"},
+            headers=self.auth(),
             timeout=30,
         )
         assert answer.status_code == 202, answer.text
@@ -110,13 +62,6 @@ class Served:
             ["git", "rev-parse", tag], cwd=self.repo, capture_output=True, text=True, check=True
         ).stdout.strip()
 
-    def stop(self) -> str:
-        self.serve.send_signal(signal.SIGINT)
-        self.serve.wait(timeout=60)
-        self.log.close()
-        self.zerodown("stop")
-        return Path(self.log.name).read_text()
-
 
 @pytest.fixture
 def served(tmp_path: Path) -> Iterator[Served]:
@@ -124,16 +69,6 @@ def served(tmp_path: Path) -> Iterator[Served]:
     yield served
     output = served.stop()
     assert "dashboard and API on" in output
-
-
-@pytest.fixture
-def browser() -> Iterator[object]:
-    if not Path(CHROMIUM).exists():
-        pytest.skip("Debian's Chromium is not installed")
-    with playwright_sync.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
 
 
 @pytest.fixture
@@ -156,8 +91,7 @@ def traffic(served: Served) -> Iterator[None]:
 
 
 def shot(page: object, name: str) -> None:
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)  # type: ignore[attr-defined]
+    save_screenshot(page, ARTIFACTS / "dashboard", name)
 
 
 @pytest.mark.usefixtures("traffic")
@@ -197,7 +131,7 @@ def test_live_deploy_failed_deploy_and_rollback_button(served: Served, browser: 
 
     # 3. v2 succeeds; the rollback button takes the fleet back to v1.
     second = served.deploy("v2")
-    _wait_for(lambda: served.record(second)["state"] == "succeeded", 90, "v2 to succeed")
+    wait_for(lambda: served.record(second)["state"] == "succeeded", 90, "v2 to succeed")
     page.goto(served.url)
     expect(card.locator(".revision")).to_have_text(served.sha("v2")[:10])
     expect(card.locator(".chart polyline").first).to_be_attached(timeout=30_000)

@@ -273,22 +273,50 @@ async function deploymentPage(id) {
   });
 
   renderHeader();
-  const source = new EventSource(`/api/deployments/${record.id}/events/stream`);
-  source.addEventListener("deployment_event", (message) => {
-    const event = JSON.parse(message.data);
+  cleanup.push(followEvents(record.id, (event) => {
     addEvent(event);
     if (event.kind === "state") {
       current = { ...current, state: event.data.to };
       renderHeader();
     }
-  });
-  source.addEventListener("end", (message) => {
-    current = JSON.parse(message.data);
+  }, (final) => {
+    current = final;
     renderHeader();
-    source.close();
-  });
-  cleanup.push(() => source.close());
+  }));
   return root;
+}
+
+// A deployment's events as they happen, then its final record; returns how to stop. EventSource
+// cannot send a token, so when reads need one (read_only_public: false) this polls instead.
+function followEvents(id, onEvent, onEnd) {
+  if (!overview || overview.read_only_public !== false) {
+    const source = new EventSource(`/api/deployments/${id}/events/stream`);
+    source.addEventListener("deployment_event", (message) => onEvent(JSON.parse(message.data)));
+    source.addEventListener("end", (message) => {
+      source.close();
+      onEnd(JSON.parse(message.data));
+    });
+    return () => source.close();
+  }
+  let after = 0;
+  let timer = null;
+  let stopped = false;
+  async function poll() {
+    try {
+      // The record first: once it is terminal, the events read after it are all there are.
+      const record = await api(`/api/deployments/${id}`);
+      for (const event of await api(`/api/deployments/${id}/events?after=${after}`)) {
+        after = Math.max(after, event.seq);
+        if (!stopped) onEvent(event);
+      }
+      if (record.terminal) return stopped ? null : onEnd(record);
+    } catch (error) {
+      toast(`could not refresh: ${error.message}; retrying`, true);
+    }
+    if (!stopped) timer = setTimeout(poll, 1000);
+  }
+  poll();
+  return () => { stopped = true; clearTimeout(timer); };
 }
 
 async function alarmsPage() {
@@ -358,7 +386,7 @@ async function pipelinesPage() {
 }
 
 function jobSummary(job) {
-  const parts = Object.entries(job.summary || {}).map(([k, v]) => `${k} ${typeof v === "object" ? JSON.stringify(v) : v}`);
+  const parts = Object.entries(job.summary || {}).filter(([k]) => k !== "deployments").map(([k, v]) => `${k} ${typeof v === "object" ? JSON.stringify(v) : v}`);
   if (job.exit_code !== null && job.exit_code !== undefined && job.exit_code !== 0) parts.unshift(`exit ${job.exit_code}`);
   return parts.join(", ");
 }
@@ -369,12 +397,16 @@ async function pipelinePage(id) {
   const jobsBody = h("tbody");
   const log = h("pre", { class: "log", id: "run-log", tabindex: "0", "aria-label": "run log" });
   const logNote = h("span", { class: "muted" });
+  const logTitle = h("h2", { id: "log-title" }, "Log");
+  const logCard = h("div", { class: "card" }, h("header", {}, logTitle, logNote), log);
+  let shownJob = null;  // the job whose lines the log shows; null: every job's
+  let lastJobs = [];
   const root = h("div", {}, header,
     h("div", { class: "card" }, h("h2", {}, "Jobs"), h("table", { class: "jobs" },
       h("thead", {}, h("tr", {}, h("th", {}, "job"), h("th", { class: "hide-sm" }, "kind"), h("th", {}, "state"),
         h("th", {}, "duration"), h("th", { class: "hide-sm" }, "details"))),
       jobsBody)),
-    h("div", { class: "card" }, h("header", {}, h("h2", {}, "Log"), logNote), log));
+    logCard);
   let lastLine = 0;
   let shownHeader = "";
   let timer = null;
@@ -420,13 +452,35 @@ async function pipelinePage(id) {
     }
   }
 
+  // Opening a job (its name) narrows the log to its lines; opening it again shows every job's.
+  function showJob(name) {
+    shownJob = shownJob === name ? null : name;
+    for (const line of log.children) line.hidden = shownJob !== null && line.dataset.job !== shownJob;
+    logTitle.replaceChildren(...(shownJob === null ? ["Log"] : [`Log of ${shownJob} `,
+      h("button", { class: "link", type: "button", id: "log-all", onclick: () => showJob(shownJob) }, "all jobs")]));
+    renderJobs(lastJobs);
+    noteLog();
+    if (shownJob !== null) logCard.scrollIntoView({ block: "nearest" });
+  }
+
+  function noteLog() {
+    const shown = [...log.children].some((line) => !line.hidden);
+    logNote.textContent = shown ? "" : shownJob === null ? "no output yet" : `no output from ${shownJob} yet`;
+  }
+
   function renderJobs(jobs) {
-    jobsBody.replaceChildren(...jobs.map((j) => h("tr", { "data-job": j.name },
-      h("td", {}, j.name), h("td", { class: "hide-sm" }, j.kind),
+    lastJobs = jobs;
+    jobsBody.replaceChildren(...jobs.map((j) => h("tr", { "data-job": j.name, class: j.name === shownJob ? "selected" : null },
+      h("td", {}, h("button", { class: "link job-log", type: "button", "aria-pressed": String(j.name === shownJob),
+        title: `show the log of ${j.name}`, onclick: () => showJob(j.name) }, j.name)),
+      h("td", { class: "hide-sm" }, j.kind),
       h("td", {}, badge(j.state)),
       h("td", {}, j.duration !== null ? seconds(j.duration)
         : j.started_at && j.state === "running" ? `${seconds(Date.now() / 1000 - j.started_at)} so far` : "–"),
-      h("td", { class: "hide-sm" }, [jobSummary(j), j.reason].filter(Boolean).join(" — ")))));
+      h("td", { class: "hide-sm" }, [jobSummary(j), j.reason].filter(Boolean).join(" — "),
+        // a deploy job's deployments (service -> id), each with its own live page
+        Object.entries((j.summary || {}).deployments || {}).flatMap(([service, deployment]) => [" ",
+          h("a", { class: "deployment-link", href: `#/deployment/${deployment}` }, `${service} deployment ${short(deployment)}`)])))));
     if (!jobs.length) jobsBody.appendChild(h("tr", {}, h("td", { colspan: 5, class: "muted" }, "No job has started yet.")));
   }
 
@@ -437,14 +491,15 @@ async function pipelinePage(id) {
       const atBottom = log.scrollHeight - log.scrollTop - log.clientHeight < 40;
       const chunk = document.createDocumentFragment();
       for (const line of lines) {
-        chunk.appendChild(h("span", { class: "ln" }, h("span", { class: "job" }, line.job), line.line, "\n"));
+        chunk.appendChild(h("span", { class: "ln", "data-job": line.job, hidden: shownJob !== null && line.job !== shownJob },
+          h("span", { class: "job" }, line.job), line.line, "\n"));
         lastLine = Math.max(lastLine, line.id);
       }
       log.appendChild(chunk);
       if (atBottom) log.scrollTop = log.scrollHeight;
       if (lines.length < LOG_PAGE) break;
     }
-    logNote.textContent = lastLine ? "" : "no output yet";
+    noteLog();
   }
 
   async function refresh() {
@@ -500,19 +555,38 @@ async function route() {
     else content = await servicesPage();
     view.replaceChildren(content);
   } catch (error) {
-    if (error.status === 401) {
-      const token = window.prompt("This dashboard needs an API token (zerodown token create NAME):");
-      if (token) { sessionStorage.setItem(TOKEN_KEY, token.trim()); return route(); }
-    }
+    if (error.status === 401) return view.replaceChildren(signInPage(error.message));
     view.replaceChildren(h("div", { class: "reason" }, `Could not load this page: ${error.message}`));
   }
+}
+
+// Reads need a token here (server.read_only_public: false), or the stored one was refused: ask
+// for one in the page, which says why (a blocking prompt, once dismissed, left a dead page).
+function signInPage(message) {
+  const refused = sessionStorage.getItem(TOKEN_KEY);
+  sessionStorage.removeItem(TOKEN_KEY);
+  const input = h("input", { id: "signin-token", type: "password", autocomplete: "off",
+    required: true, "aria-label": "API token", placeholder: "zd_…" });
+  return h("form", { class: "card signin", id: "signin", onsubmit: (event) => {
+    event.preventDefault();
+    sessionStorage.setItem(TOKEN_KEY, input.value.trim());
+    route();
+  } },
+    h("h1", {}, "Sign in"),
+    h("p", {}, "This server keeps its dashboard and API closed: reading needs an API token."),
+    refused ? h("div", { class: "reason", id: "signin-error" }, `That token was refused: ${message}`) : null,
+    h("label", {}, "API token ", input),
+    h("p", { class: "muted" }, "Make one on the server with ", h("code", {}, "zerodown token create NAME"),
+      "; it is kept in this tab only."),
+    h("div", { class: "actions" }, h("button", { class: "primary", type: "submit", id: "signin-ok" }, "Sign in")));
 }
 
 // The services and pipelines pages refresh themselves while shown (health and runs change
 // without events).
 setInterval(() => {
   const page = (location.hash.slice(1) || "/").split("/").filter(Boolean)[0] || "services";
-  if (["services", "pipelines"].includes(page) && !document.getElementById("confirm").open && document.activeElement.tagName !== "INPUT") route();
+  if (["services", "pipelines"].includes(page) && !document.getElementById("confirm").open
+    && !document.getElementById("signin") && document.activeElement.tagName !== "INPUT") route();
 }, 5000);
 window.addEventListener("hashchange", route);
 route();
