@@ -7,15 +7,19 @@ A pure ASGI app served by uvicorn, configured by environment variables:
     ERROR_RATE      fraction of `/` requests answered 500, default 0
     EXTRA_LATENCY_MS added to every `/` request, default 0
     APP_VERSION     shown by `/` (else the VERSION file beside this script, else ZERODOWN_REVISION)
+    PRIVATE_TOKEN_SHA256  hex SHA-256 of the bearer token `/private` accepts (unset: none)
 
 Endpoints: GET / ; GET /health, /actuator/health ; GET /slow?seconds=2 ;
 GET /sse?count=5&interval=0.2 ; GET /chunked?count=5 ; POST /echo ; GET /headers ;
-GET /status/<code> ; WebSocket /ws (echo).
+GET /status/<code> ; GET /private (200 with the right bearer token, else 401) ;
+WebSocket /ws (echo).
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import json
 import os
 import random
@@ -137,6 +141,9 @@ async def app(scope: Scope, receive: Receive, send: Send) -> None:
         await _send_json(send, 200, {"headers": headers, "client": client and client[0]})
     elif path.startswith("/status/"):
         await _send_json(send, int(path.rsplit("/", 1)[1]), {"version": VERSION})
+    elif path == "/private":
+        ok = _authorized(dict(scope["headers"]).get(b"authorization", b""))
+        await _send_json(send, 200 if ok else 401, {"authorized": ok})
     else:
         if EXTRA_LATENCY:
             await asyncio.sleep(EXTRA_LATENCY)
@@ -153,6 +160,15 @@ async def app(scope: Scope, receive: Receive, send: Send) -> None:
                 "pid": os.getpid(),
             },
         )
+
+
+def _authorized(header: bytes) -> bool:
+    # Only a hash in the environment: the token itself need not appear anywhere but the request.
+    expected = os.environ.get("PRIVATE_TOKEN_SHA256", "")
+    scheme, _, token = header.partition(b" ")
+    if not expected or scheme.lower() != b"bearer":
+        return False
+    return hmac.compare_digest(hashlib.sha256(token).hexdigest(), expected.lower())
 
 
 async def _echo(receive: Receive, send: Send) -> None:

@@ -169,7 +169,8 @@ class ControlPlane:
             from zerodown.verify.verifier import PostDeployVerifier
 
             listen = self.loaded.config.router.listen[0]
-            ext.verifiers.append(PostDeployVerifier(router_listen=listen))
+            secrets = SecretsEnvSource(self.loaded.state_dir, self.loaded.root)  # ${secret:NAME}
+            ext.verifiers.append(PostDeployVerifier(router_listen=listen, secrets=secrets))
         if self.loaded.config.notifications is not None:  # Slack / webhooks, in the background
             from zerodown.notifiers import deployment_notifier
 

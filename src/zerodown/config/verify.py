@@ -8,15 +8,26 @@ A service's `verify:` applies in every environment; an environment's `verify:` a
 from __future__ import annotations
 
 import re
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 
 from zerodown.config.units import Duration
 from zerodown.verify.jsonpath import JsonPath, parse_json_path
+from zerodown.verify.placeholders import check_body_templates, check_template
 
 HttpMethod = Literal["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 LogFilterPreset = Literal["error-lines", "exceptions", "slow-queries"]
+# A header value may hold ${secret:NAME} / ${env:NAME}; validated per value so that an error
+# points at `headers.Authorization`, not just `headers`.
+HeaderValue = Annotated[str, AfterValidator(check_template)]
 
 
 class _Model(BaseModel):
@@ -77,10 +88,18 @@ class SmokeCheck(_Model):
 
     name: str | None = Field(None, description="Shown in events; default 'METHOD path'.")
     method: HttpMethod = Field("GET", description="HTTP method.")
-    path: str = Field("/", description="Path and query, e.g. /api/login.")
-    headers: dict[str, str] = Field(default_factory=dict, description="Request headers.")
+    path: str = Field(
+        "/", description="Path and query, e.g. /api/login; may hold ${secret:NAME} / ${env:NAME}."
+    )
+    headers: dict[str, HeaderValue] = Field(
+        default_factory=dict,
+        description="Request headers; values may hold ${secret:NAME} (the environment's secret) "
+        "or ${env:NAME} (the new instances' environment), filled in when the check runs.",
+    )
     body: str | dict[str, Any] | list[Any] | None = Field(
-        None, description="Request body: a mapping or list is sent as JSON, a string as text."
+        None,
+        description="Request body: a mapping or list is sent as JSON, a string as text; its "
+        "strings may hold ${secret:NAME} / ${env:NAME}.",
     )
     status: tuple[int, ...] = Field((200,), description="Accepted HTTP statuses.")
     expect_json: tuple[JsonAssertion, ...] = Field(
@@ -107,7 +126,12 @@ class SmokeCheck(_Model):
     def _path(cls, value: str) -> str:
         if not value.startswith("/"):
             raise ValueError(f"must start with '/': {value!r}")
-        return value
+        return check_template(value)
+
+    @field_validator("body")
+    @classmethod
+    def _body(cls, value: Any) -> Any:
+        return check_body_templates(value)
 
     @property
     def label(self) -> str:

@@ -44,16 +44,7 @@ class SecretsEnvSource:
     async def environment(self, ctx: DeploymentContext) -> Mapping[str, str]:
         """The secrets of `ctx`'s environment, plus `ZERODOWN_SECRET_NAMES`; SecretsError fails
         the deployment before anything changes."""
-        environment = ctx.record.environment
-        resolved: dict[str, str] = {}
-        read: list[str] = []
-        for config in effective_sources(ctx.environment.secrets):
-            store = self._open(config)
-            values = await store.values(environment)
-            self.masker.add(*values.values())  # before anything could print or record them
-            resolved.update(values)
-            if values:
-                read.append(f"{store.describe(environment)} ({len(values)})")
+        resolved, read, _ = await self._resolve(ctx)
         if not resolved:
             return {}
         names = sorted(resolved)
@@ -63,3 +54,24 @@ class SecretsEnvSource:
             {"secrets": names, "sources": read},
         )
         return {**resolved, SECRET_NAMES_ENV: ",".join(names)}
+
+    async def secret_values(self, ctx: DeploymentContext) -> tuple[dict[str, str], str]:
+        """The secrets of `ctx`'s environment read again, with no event, and where they were
+        looked up (for messages): for post-deploy checks that send one (`${secret:NAME}`)."""
+        resolved, _, looked_in = await self._resolve(ctx)
+        return resolved, ", ".join(looked_in)
+
+    async def _resolve(self, ctx: DeploymentContext) -> tuple[dict[str, str], list[str], list[str]]:
+        environment = ctx.record.environment
+        resolved: dict[str, str] = {}
+        read: list[str] = []
+        looked_in: list[str] = []
+        for config in effective_sources(ctx.environment.secrets):
+            store = self._open(config)
+            values = await store.values(environment)
+            self.masker.add(*values.values())  # before anything could print or record them
+            resolved.update(values)
+            looked_in.append(store.describe(environment))
+            if values:
+                read.append(f"{looked_in[-1]} ({len(values)})")
+        return resolved, read, looked_in

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +18,7 @@ from zerodown.clock import Clock
 from zerodown.config.verify import JsonAssertion, SmokeCheck
 from zerodown.runtimes.base import InstanceInfo
 from zerodown.verify.jsonpath import MISSING, json_equal
+from zerodown.verify.placeholders import Placeholder, render
 from zerodown.verify.results import CheckResult, shown
 
 
@@ -66,30 +67,69 @@ def check_assertion(assertion: JsonAssertion, document: Any) -> str | None:
     return None
 
 
-def _request_arguments(check: SmokeCheck, target: SmokeTarget) -> dict[str, Any]:
-    headers = dict(check.headers)
+@dataclass(frozen=True, repr=False)
+class SmokeRequest:
+    """What a check actually sends: its path, headers and body with placeholders filled in.
+
+    It may hold secret values, so its repr shows none of them; results name the check as
+    configured (`check.path`, `check.label`), never this.
+    """
+
+    path: str
+    headers: Mapping[str, str]
+    body: Any
+
+    @classmethod
+    def of(
+        cls, check: SmokeCheck, lookup: Callable[[Placeholder], str] | None = None
+    ) -> SmokeRequest:
+        """`check`'s request, placeholders replaced by `lookup` (none without placeholders)."""
+
+        def refuse(placeholder: Placeholder) -> str:
+            raise KeyError(f"no value given for {placeholder}")
+
+        fill = lookup or refuse
+        return cls(
+            render(check.path, fill),
+            {name: render(value, fill) for name, value in check.headers.items()},
+            render(check.body, fill),
+        )
+
+    def __repr__(self) -> str:
+        return f"SmokeRequest({len(self.headers)} header(s), values hidden)"
+
+
+def _request_arguments(
+    check: SmokeCheck, request: SmokeRequest, target: SmokeTarget
+) -> dict[str, Any]:
+    headers = dict(request.headers)
     if target.host_header and not any(name.lower() == "host" for name in headers):
         headers["Host"] = target.host_header
     arguments: dict[str, Any] = {"headers": headers, "timeout": check.timeout}
-    if isinstance(check.body, str):
-        arguments["content"] = check.body.encode()
+    if isinstance(request.body, str):
+        arguments["content"] = request.body.encode()
         if not any(name.lower() == "content-type" for name in headers):
             headers["Content-Type"] = "text/plain; charset=utf-8"
-    elif check.body is not None:
-        arguments["json"] = check.body
+    elif request.body is not None:
+        arguments["json"] = request.body
     return arguments
 
 
 async def run_smoke_check(
-    check: SmokeCheck, target: SmokeTarget, client: httpx.AsyncClient, clock: Clock
+    check: SmokeCheck,
+    target: SmokeTarget,
+    client: httpx.AsyncClient,
+    clock: Clock,
+    request: SmokeRequest | None = None,
 ) -> CheckResult:
-    """Send the check's request to `target` and judge the answer; never raises for the app's
-    failures (they are the result)."""
+    """Send the check's request (`request`: with its placeholders filled in) to `target` and
+    judge the answer; never raises for the app's failures (they are the result)."""
+    sent = request or SmokeRequest.of(check)
     numbers: dict[str, Any] = {"method": check.method, "path": check.path}
     started = clock.monotonic()
     try:
         response = await client.request(
-            check.method, target.base_url + check.path, **_request_arguments(check, target)
+            check.method, target.base_url + sent.path, **_request_arguments(check, sent, target)
         )
     except httpx.TimeoutException:
         detail = f"no answer within {check.timeout:g} s"

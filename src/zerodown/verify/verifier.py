@@ -20,6 +20,7 @@ from zerodown.errors import VerificationFailed
 from zerodown.runtimes.base import InstanceInfo, InstanceState
 from zerodown.verify.dependencies import check_dependencies
 from zerodown.verify.logscan import scan_logs
+from zerodown.verify.placeholder_values import PlaceholderValues, SecretSource
 from zerodown.verify.results import CheckResult, failure_reason, summarize
 from zerodown.verify.smoke import SmokeTarget, router_target, run_smoke_check
 
@@ -29,9 +30,16 @@ USER_AGENT = "zerodown-verify"
 class PostDeployVerifier:
     """Verifies a new revision with the checks its service and environment configure."""
 
-    def __init__(self, *, router_listen: str | None = None, clock: Clock | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        router_listen: str | None = None,
+        clock: Clock | None = None,
+        secrets: SecretSource | None = None,
+    ) -> None:
         self.router_listen = router_listen  # host:port of the router, for `via: router` checks
         self.clock = clock or SystemClock()
+        self.secrets = secrets  # fills `${secret:NAME}` in smoke checks
 
     async def verify(self, ctx: DeploymentContext) -> None:
         """Run every configured check; raise `VerificationFailed` if any failed."""
@@ -75,10 +83,11 @@ class PostDeployVerifier:
             raise VerificationFailed("no running instance of the new revision to verify")
         targets = [SmokeTarget.of_instance(info) for info in instances]
         headers = {"User-Agent": USER_AGENT}
+        values = PlaceholderValues(ctx, config.smoke, self.secrets)  # read when first needed
         # trust_env off: an HTTP(S)_PROXY in the environment must not carry loopback checks away.
         async with httpx.AsyncClient(trust_env=False, headers=headers) as client:
             for check in config.smoke:
-                found = await self._smoke(ctx, check, targets, client)
+                found = await self._smoke(ctx, check, targets, client, values)
                 await self._record(ctx, results, found)
             if config.dependencies is not None:
                 endpoint = ctx.service.health.path
@@ -100,6 +109,7 @@ class PostDeployVerifier:
         check: SmokeCheck,
         targets: Sequence[SmokeTarget],
         client: httpx.AsyncClient,
+        values: PlaceholderValues,
     ) -> list[CheckResult]:
         chosen = list(targets) if check.via in ("instances", "both") else []
         if check.via in ("router", "both"):
@@ -107,10 +117,16 @@ class PostDeployVerifier:
                 why = "no router address is known to send it through"
                 return [CheckResult(check.label, "smoke", "router", False, why)]
             chosen.append(router_target(self.router_listen, ctx.service.hosts))
+        try:
+            request = await values.request_for(check)
+        except VerificationFailed as exc:  # a missing secret: nothing is sent
+            where = chosen[0].name if len(chosen) == 1 else f"{len(chosen)} targets"
+            return [values.mask(CheckResult(check.label, "smoke", where, False, str(exc)))]
         found = await asyncio.gather(
-            *(run_smoke_check(check, target, client, self.clock) for target in chosen)
+            *(run_smoke_check(check, target, client, self.clock, request) for target in chosen)
         )
-        return list(found)
+        # A response may echo what was sent (a login API, /echo): no secret reaches a record.
+        return [values.mask(result) for result in found]
 
     async def _scan(
         self,
