@@ -126,7 +126,13 @@ def test_deploy_exit_codes_status_history_and_stop(project: Project) -> None:
 
 
 def test_abort_rolls_the_fleet_back(project: Project) -> None:
+    # While `hold` exists the new instances wait in a hook: the abort always finds v2 mid-flight.
+    hold = project.repo.parent / "hold"
+    config = project.repo / "zerodown.yml"
+    hook = f"    hooks: {{BeforeAllowTraffic: 'while [ -e {hold} ]; do sleep 0.1; done'}}\n"
+    config.write_text(config.read_text().replace("    instances: 2\n", "    instances: 2\n" + hook))
     assert project.run("deploy", "web", "--env", "prod", "-r", "v1").returncode == 0
+    hold.touch()
     deploy = project.spawn("deploy", "web", "--env", "prod", "-r", "v2")
     _wait_for(lambda: _lock_held(project), 60, "the v2 deployment to start")
     aborted = project.run("abort", "web", "--env", "prod")
