@@ -107,6 +107,8 @@ class ControlPlane:
         from zerodown.secrets.env_source import SecretsEnvSource
         from zerodown.secrets.masking import global_masker
 
+        if isinstance(self.runtime, LocalRuntime):  # apps whose supervisor died get a new one
+            await self.runtime.adopt_orphans()
         await recover_unfinished(
             self.loaded,
             runtime=self.runtime,

@@ -2,9 +2,8 @@
 
 The control plane only launches supervisors and reads the files they write, so it can crash,
 restart or be upgraded while instances keep serving; a new `LocalRuntime` over the same
-`state_dir` finds every instance again. Layout of `<state_dir>/instances/<instance_id>/` (0700):
-`spec.json` (env variable names, never values), `supervisor.json`, `status.json`,
-`supervisor.log` and `logs/output.log[.N]`.
+`state_dir` finds every instance again (the files are described in `instance_files`). An app
+whose supervisor died gets a new one (`adopt_orphans`, also started by `list`; see `adoption`).
 """
 
 from __future__ import annotations
@@ -21,6 +20,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import asdict
 from pathlib import Path
 
@@ -28,10 +28,14 @@ import zerodown
 from zerodown.errors import ConfigError, InstanceNotFound, RuntimeBackendError
 from zerodown.runtimes.base import InstanceInfo, InstanceSpec, InstanceState
 from zerodown.runtimes.local import procinfo
-from zerodown.runtimes.local.logfile import DEFAULT_BACKUPS, DEFAULT_MAX_BYTES
-from zerodown.runtimes.local.procinfo import ProcessIdentity
-from zerodown.runtimes.local.supervisor import (
-    APP_ENV_PREFIX,
+from zerodown.runtimes.local.adoption import (
+    forget_adopter,
+    launch_adopter_if_orphaned,
+    reap_adopters,
+    supervisor_lock,
+    wait_until_adopted,
+)
+from zerodown.runtimes.local.instance_files import (
     LOG_DIR,
     OUTPUT_LOG,
     SPEC_FILE,
@@ -42,14 +46,16 @@ from zerodown.runtimes.local.supervisor import (
     SpecRecord,
     StatusRecord,
     read_supervisor,
-    wait_until,
+    supervisor_log_tail,
     write_json_atomic,
 )
+from zerodown.runtimes.local.logfile import DEFAULT_BACKUPS, DEFAULT_MAX_BYTES
+from zerodown.runtimes.local.procinfo import ProcessIdentity
+from zerodown.runtimes.local.supervisor import APP_ENV_PREFIX, wait_until
 
 _INSTANCE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 _POLL_INTERVAL = 0.02
 _KILL_WAIT = 5.0  # how long a SIGKILLed process may take to vanish before we call it stuck
-_LOG_TAIL_BYTES = 2000
 
 # Ports handed out by this process and not yet released: binding port 0 and closing the socket
 # does not reserve anything, so two quick starts could otherwise get the same port.
@@ -94,7 +100,7 @@ class LocalRuntime:
                 spec, port, log_max_bytes=self.log_max_bytes, log_backups=self.log_backups
             )
             await asyncio.to_thread(write_json_atomic, instance_dir / SPEC_FILE, asdict(record))
-            proc = await asyncio.to_thread(self._launch_supervisor, instance_dir, spec)
+            proc = await asyncio.to_thread(self._launch_supervisor, instance_dir, spec.env)
             _children[instance_dir] = proc
             await self._wait_until_spawned(instance_dir, proc)
         except BaseException:
@@ -108,21 +114,20 @@ class LocalRuntime:
         instance_dir = self._existing_dir(instance_id)
         record = await asyncio.to_thread(SpecRecord.load, instance_dir)
         grace = record.stop_timeout if timeout is None else timeout
-        supervisor = read_supervisor(instance_dir)
-        if supervisor is not None and procinfo.is_alive(supervisor):
-            await self._stop_through_supervisor(instance_dir, supervisor, grace)
-        else:
-            await _stop_group(self._recorded_app(instance_dir), grace)
-        status = StatusRecord.load(instance_dir)
-        if status is None or status.state != InstanceState.STOPPED:
-            # Nobody recorded the stop (the supervisor was gone): record it ourselves.
-            StatusRecord(
-                state=InstanceState.STOPPED,
-                port=record.port,
-                app_pid=status.app_pid if status else None,
-                restarts=status.restarts if status else 0,
-                exit_code=status.exit_code if status else None,
-            ).save(instance_dir)
+        deadline = time.monotonic() + self.spawn_timeout
+        while True:
+            supervisor = read_supervisor(instance_dir)
+            if supervisor is not None and procinfo.is_alive(supervisor):
+                await self._stop_through_supervisor(instance_dir, supervisor, grace)
+                _record_stopped(instance_dir, record.port)
+                break
+            # Holding the lock while stopping keeps an adopter from taking over the app.
+            with supervisor_lock(instance_dir) as locked:
+                if locked or time.monotonic() >= deadline:
+                    await _stop_group(self._recorded_app(instance_dir), grace)
+                    _record_stopped(instance_dir, record.port)
+                    break
+            await asyncio.sleep(_POLL_INTERVAL)  # an adopter holds it: stop through it once up
         _reap_children()
         _release_port(record.host, record.port)
         return await self.inspect(instance_id)
@@ -134,9 +139,34 @@ class LocalRuntime:
         return await asyncio.to_thread(self._read_info, instance_dir)
 
     async def list(self, service: str | None = None) -> list[InstanceInfo]:
-        """Every instance under `state_dir` (running or not), optionally of one service."""
+        """Every instance under `state_dir` (running or not), optionally of one service.
+
+        Apps found running without a supervisor get one launched (not awaited: see
+        `adopt_orphans`), so any control plane that looks at its instances heals them.
+        """
         _reap_children()
-        return await asyncio.to_thread(self._read_all, service)
+        infos = await asyncio.to_thread(self._read_all, service)
+        for info in infos:
+            if info.labels.get("supervised") == "false" and info.state == InstanceState.RUNNING:
+                await asyncio.to_thread(self._launch_adopter, self._dir_for(info.instance_id))
+        return infos
+
+    async def adopt_orphans(self) -> builtins.list[str]:
+        """Give every app that outlived its supervisor a new one; return the ids now supervised.
+
+        Safe to call from several control planes at once: one adopter wins each instance's lock.
+        """
+        _reap_children()
+        launched = [
+            (instance_dir, proc)
+            for instance_dir in await asyncio.to_thread(self._instance_dirs)
+            if (proc := await asyncio.to_thread(self._launch_adopter, instance_dir))
+        ]
+        adopted = []
+        for instance_dir, proc in launched:
+            if await wait_until_adopted(instance_dir, proc, self.spawn_timeout):
+                adopted.append(instance_dir.name)
+        return adopted
 
     async def remove(self, instance_id: str) -> None:
         """Delete the files of a stopped instance; refuse one that still runs."""
@@ -150,6 +180,7 @@ class LocalRuntime:
                 f"instance {instance_id!r} is {info.state}: stop it before removing it"
             )
         _children.pop(instance_dir, None)
+        forget_adopter(instance_dir)
         await asyncio.to_thread(shutil.rmtree, instance_dir)
 
     # -- starting ---------------------------------------------------------------------------
@@ -204,10 +235,12 @@ class LocalRuntime:
                 continue  # a half-written or foreign dir holds no port
         return ports
 
-    def _launch_supervisor(self, instance_dir: Path, spec: InstanceSpec) -> subprocess.Popen[bytes]:
+    def _launch_supervisor(
+        self, instance_dir: Path, app_env: Mapping[str, str], *, adopt: bool = False
+    ) -> subprocess.Popen[bytes]:
         """Start the supervisor detached; the app's env goes through its process environment."""
         env = {k: v for k, v in os.environ.items() if not k.startswith(APP_ENV_PREFIX)}
-        env.update({APP_ENV_PREFIX + name: value for name, value in spec.env.items()})
+        env.update({APP_ENV_PREFIX + name: value for name, value in app_env.items()})
         # The supervisor must import zerodown from wherever this process did.
         source_root = str(Path(zerodown.__file__).resolve().parent.parent)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (source_root, env.get("PYTHONPATH")) if p)
@@ -216,7 +249,13 @@ class LocalRuntime:
         )
         try:
             return subprocess.Popen(
-                [sys.executable, "-m", "zerodown.runtimes.local.supervisor", str(instance_dir)],
+                [
+                    sys.executable,
+                    "-m",
+                    "zerodown.runtimes.local.supervisor",
+                    *(["--adopt"] if adopt else []),
+                    str(instance_dir),
+                ],
                 cwd=instance_dir,
                 env=env,
                 stdin=subprocess.DEVNULL,
@@ -236,9 +275,8 @@ class LocalRuntime:
             status = StatusRecord.load(instance_dir)
             if status is not None and status.state == InstanceState.FAILED:
                 await asyncio.to_thread(_wait_quietly, proc, _KILL_WAIT)  # it exits right after
-                raise RuntimeBackendError(
-                    f"instance {instance_dir.name!r} could not start: {_log_tail(instance_dir)}"
-                )
+                tail = supervisor_log_tail(instance_dir)
+                raise RuntimeBackendError(f"instance {instance_dir.name!r} could not start: {tail}")
             if status is not None and (
                 status.app_pid is not None or status.state == InstanceState.STOPPED
             ):
@@ -246,15 +284,28 @@ class LocalRuntime:
             if proc.poll() is not None:
                 raise RuntimeBackendError(
                     f"the supervisor of {instance_dir.name!r} exited with {proc.returncode} "
-                    f"before starting the app: {_log_tail(instance_dir)}"
+                    f"before starting the app: {supervisor_log_tail(instance_dir)}"
                 )
             if time.monotonic() >= deadline:
                 proc.terminate()  # a supervisor stops whatever it spawned before exiting
                 raise RuntimeBackendError(
                     f"the supervisor of {instance_dir.name!r} did not start the app within "
-                    f"{self.spawn_timeout}s: {_log_tail(instance_dir)}"
+                    f"{self.spawn_timeout}s: {supervisor_log_tail(instance_dir)}"
                 )
             await asyncio.sleep(_POLL_INTERVAL)
+
+    # -- adopting ---------------------------------------------------------------------------
+
+    def _instance_dirs(self) -> builtins.list[Path]:
+        if not self.instances_dir.is_dir():
+            return []
+        return sorted(d for d in self.instances_dir.iterdir() if (d / SPEC_FILE).exists())
+
+    def _launch_adopter(self, instance_dir: Path) -> subprocess.Popen[bytes] | None:
+        """Launch `supervisor --adopt` if the app runs unsupervised: the adopter, or None."""
+        return launch_adopter_if_orphaned(
+            instance_dir, lambda: self._launch_supervisor(instance_dir, {}, adopt=True)
+        )
 
     # -- stopping ---------------------------------------------------------------------------
 
@@ -378,6 +429,20 @@ def _reap_children() -> None:
     for instance_dir, proc in list(_children.items()):
         if proc.poll() is not None:
             del _children[instance_dir]
+    reap_adopters()
+
+
+def _record_stopped(instance_dir: Path, port: int) -> None:
+    """Record the stop unless the supervisor did (it was gone, or killed for not stopping)."""
+    status = StatusRecord.load(instance_dir)
+    if status is None or status.state != InstanceState.STOPPED:
+        StatusRecord(
+            state=InstanceState.STOPPED,
+            port=port,
+            app_pid=status.app_pid if status else None,
+            restarts=status.restarts if status else 0,
+            exit_code=status.exit_code if status else None,
+        ).save(instance_dir)
 
 
 async def _stop_group(app: ProcessIdentity | None, grace: float) -> None:
@@ -397,15 +462,3 @@ def _wait_quietly(proc: subprocess.Popen[bytes], timeout: float) -> None:
     """Wait (blocking) for our child `proc` to exit, giving up silently after `timeout`."""
     with contextlib.suppress(subprocess.TimeoutExpired):
         proc.wait(timeout)
-
-
-def _log_tail(instance_dir: Path) -> str:
-    """The end of supervisor.log, for error messages a user can act on."""
-    try:
-        with open(instance_dir / SUPERVISOR_LOG, "rb") as handle:
-            handle.seek(0, os.SEEK_END)
-            handle.seek(max(0, handle.tell() - _LOG_TAIL_BYTES))
-            tail = handle.read().decode("utf-8", "replace").strip()
-    except OSError:
-        return "(no supervisor.log)"
-    return tail or "(supervisor.log is empty)"
