@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import random
 import re
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from zerodown.routers.base import STICKY_COOKIE
@@ -49,6 +50,8 @@ _FORWARDED = frozenset(
 _REQUEST_DROP = HOP_BY_HOP | _FORWARDED
 # Response headers never relayed as received (x-request-id is the proxy's own).
 _RESPONSE_DROP = HOP_BY_HOP | {b"x-request-id"}
+# Response headers that need a second look; every other one is relayed as it is.
+_RESPONSE_SPECIAL = _RESPONSE_DROP | {b"content-length"}
 # Connection values that name no header outside HOP_BY_HOP: the common case needs no token set.
 _PLAIN_CONNECTION = frozenset({b"keep-alive", b"upgrade", b"keep-alive, upgrade"})
 _FORWARDED_WITH_HOST = (
@@ -74,12 +77,30 @@ def sticky_revision(cookie: bytes) -> str | None:
     return None
 
 
-def new_request_id() -> bytes:
-    """A random UUID4 as 32 hex digits; `random` suffices for ids and is 5x cheaper than uuid4."""
-    n = random.getrandbits(128)
-    n = (n & ~(0xF000 << 64)) | (0x4000 << 64)  # version 4
-    n = (n & ~(0xC000 << 48)) | (0x8000 << 48)  # RFC 4122 variant
-    return b"%032x" % n
+# Bits a random 128-bit number keeps, and those it gets, to be a UUID4: version 4, RFC 4122 variant.
+_UUID4_KEEP = ((1 << 128) - 1) & ~((0xF000 << 64) | (0xC000 << 48))
+_UUID4_SET = (0x4000 << 64) | (0x8000 << 48)
+_IDS_PER_BLOCK = 64
+_BLOCK_KEEP = sum(_UUID4_KEEP << (128 * i) for i in range(_IDS_PER_BLOCK))
+_BLOCK_SET = sum(_UUID4_SET << (128 * i) for i in range(_IDS_PER_BLOCK))
+_BLOCK_FORMAT = b"%%0%dx" % (32 * _IDS_PER_BLOCK)
+
+
+def random_request_ids() -> Iterator[bytes]:
+    """Endless random UUID4s as 32 hex digits (`random` suffices for ids, uuid4 is 5x dearer).
+
+    Made a block at a time: one big random number, masked and formatted once, costs a fraction
+    per id of what it costs for each id alone, and ids are made for every request."""
+    getrandbits = random.getrandbits
+    width = 32 * _IDS_PER_BLOCK
+    while True:
+        block = _BLOCK_FORMAT % ((getrandbits(128 * _IDS_PER_BLOCK) & _BLOCK_KEEP) | _BLOCK_SET)
+        for start in range(0, width, 32):
+            yield block[start : start + 32]
+
+
+new_request_id: Callable[[], bytes] = random_request_ids().__next__
+"""The next random UUID4 as 32 hex digits."""
 
 
 def _head_lines_named_by_connection(
@@ -155,8 +176,6 @@ class Exchange:
         method: bytes,
         url: bytes,
         headers: Headers,
-        *,
-        http10: bool,
         keep_alive: bool,
         upgrade: bool,
     ) -> None:
@@ -164,7 +183,7 @@ class Exchange:
         self.server = client.server
         self.method = method
         self.url = url
-        self.http10 = http10
+        self.http10 = False  # an HTTP/1.0 client; _prepare finds out
         self.keep_alive = keep_alive and not upgrade  # a refused upgrade leaves the parser stuck
         self.upgrade = False
         self.preview = False  # carries the route's preview header: preview targets only
@@ -201,14 +220,14 @@ class Exchange:
         self.tunnel_open = False
         self.eofs = 0
         self.out: list[bytes] = []  # response bytes of one upstream read, written in one go
-        self.request_id = self._prepare(headers, upgrade)
+        self.request_id = self._prepare(headers, keep_alive, upgrade)
 
     def __repr__(self) -> str:
         return f"Exchange({self.method.decode()} {self.url[:60]!r} -> {self.target})"
 
     # -- request head --------------------------------------------------------------------------
 
-    def _prepare(self, headers: Headers, upgrade: bool) -> bytes:
+    def _prepare(self, headers: Headers, keep_alive: bool, upgrade: bool) -> bytes:
         """Find the route and build the upstream head; decides local answers early.
 
         One pass both reads the headers the proxy acts on and serialises the ones it forwards;
@@ -219,12 +238,13 @@ class Exchange:
         preview_names = self.server.table.preview_headers
         length = -1
         extra_tokens = False  # a Connection header names headers beyond the standard ones
+        has_connection = False  # a Connection or Proxy-Connection header (llhttp reads both)
         lines = [b"%b %b HTTP/1.1\r\n" % (self.method, self.url)]
         append = lines.append
         for name, value in headers:
             lname = name.lower()
             if lname not in _REQUEST_DROP:
-                append(b"%b: %b\r\n" % (name, value))
+                lines += (name, b": ", value, b"\r\n")  # cheaper than formatting each line
                 if lname == b"host":
                     host = value
                 elif lname == b"content-length":
@@ -242,10 +262,17 @@ class Exchange:
             elif lname == b"upgrade":
                 upgrade_to = value
             else:
-                if lname == b"connection" and value.lower() not in _PLAIN_CONNECTION:
-                    extra_tokens = True
+                if lname == b"connection" or lname == b"proxy-connection":
+                    has_connection = True
+                    if lname == b"connection" and value.lower() not in _PLAIN_CONNECTION:
+                        extra_tokens = True
                 if lname in preview_names and value.strip() not in _NOT_PREVIEW:
                     previews = [lname] if previews is None else [*previews, lname]
+        # llhttp keeps an HTTP/1.0 connection alive only for a keep-alive token in one of those
+        # headers, so keep-alive without them means 1.1 or later: the version string (slow to
+        # get from httptools) is asked for only when the answer is not known already.
+        if not keep_alive or has_connection:
+            self.http10 = self.client.parser.get_http_version() == "1.0"
         if not request_id:
             request_id = new_request_id()
         path, _, _ = self.url.partition(b"?")
@@ -264,7 +291,8 @@ class Exchange:
             self.local = (413, {"error": "request body too large", "limit": limit})
             return request_id
         # h2c cannot cross us (we speak HTTP/1.1 upstream); any other protocol is tunnelled.
-        self.upgrade = bool(upgrade and upgrade_to and upgrade_to.lower() != b"h2c")
+        if upgrade and upgrade_to and upgrade_to.lower() != b"h2c":
+            self.upgrade = True  # (False since __init__)
         if extra_tokens:
             drop = connection_tokens(headers) | _REQUEST_DROP
             del lines[1:]
@@ -393,17 +421,21 @@ class Exchange:
     def _attach(self, conn: UpstreamConnection) -> None:
         self.upstream = conn
         conn.attach(self)
-        if self.client.write_paused:
+        client = self.client
+        if client.write_paused:
             conn.pause_reading()
-        conn.write(b"".join(self.pending))
+        pending = self.pending
+        conn.write(pending[0] if len(pending) == 1 else b"".join(pending))
         if conn.reused or (self.method in _IDEMPOTENT and not self.upgrade):
-            self.replay, self.replay_size = self.pending, self.pending_size
+            self.replay, self.replay_size = pending, self.pending_size
         self.pending = []
         self.pending_size = 0
-        self.client.resume_reading(self.client.PAUSE_BUFFER)
+        if client.pauses & client.PAUSE_BUFFER:
+            client.resume_reading(client.PAUSE_BUFFER)
         if self.tunnel_open:
             return
-        self._arm_timer(self.server.settings.response_timeout)
+        # _arm_timer, inlined: this runs for every request.
+        self.deadline = client.loop.time() + self.server.settings.response_timeout
 
     def _arm_timer(self, delay: float) -> None:
         # A deadline the proxy's periodic sweep checks: cheaper than a timer per request.
@@ -434,7 +466,7 @@ class Exchange:
         if 100 <= status < 200 and status != 101:
             self.interim = True
             if not self.http10:
-                self.out.append(self._head(status, reason_, headers, interim=True))
+                self.out.append(self._head(status, reason_, headers, True))
             self._arm_timer(self.server.settings.response_timeout)
             return
         self.status = status
@@ -445,26 +477,27 @@ class Exchange:
                 body = {"error": "bad gateway", "detail": "unexpected 101 from the target"}
                 self._fail(502, body, upstream_error=True)
                 return
-            self.out.append(self._head(status, reason_, headers, interim=True))
+            self.out.append(self._head(status, reason_, headers, True))
             self.resp_started = True
             return
-        self.out.append(self._head(status, reason_, headers, interim=False))
+        self.out.append(self._head(status, reason_, headers, False))
         self.resp_started = True
         if self.method == b"HEAD":
             assert self.upstream is not None
             self.upstream.expect_no_body()
             self._complete()
 
-    def _head(self, status: int, reason_: bytes, headers: Headers, *, interim: bool) -> bytes:
+    def _head(self, status: int, reason_: bytes, headers: Headers, interim: bool) -> bytes:
         lines = [b"HTTP/1.1 %d %b\r\n" % (status, reason_ or reason(status))]
         append = lines.append
         has_length = chunked = False
         for name, value in headers:
             lname = name.lower()
-            if lname not in _RESPONSE_DROP:
-                if lname == b"content-length":
-                    has_length = True
-                append(b"%b: %b\r\n" % (name, value))
+            if lname not in _RESPONSE_SPECIAL:
+                lines += (name, b": ", value, b"\r\n")  # cheaper than formatting each line
+            elif lname == b"content-length":
+                has_length = True
+                lines += (name, b": ", value, b"\r\n")
             elif lname == b"transfer-encoding":
                 chunked = True
             elif lname == b"upgrade":
@@ -475,7 +508,7 @@ class Exchange:
                     status, reason_, headers
                 )
                 break
-        lines.append(b"x-request-id: %b\r\n" % self.request_id)
+        lines += (b"x-request-id: ", self.request_id, b"\r\n")
         if not interim and status != 101 and self.route is not None and self.route.spec.sticky:
             self._add_sticky_cookie(lines)
         if status == 101:
@@ -664,20 +697,26 @@ class Exchange:
     # -- endings -------------------------------------------------------------------------------
 
     def _complete(self) -> None:
-        self.flush()
+        client, server = self.client, self.server
+        out = self.out
+        if out:  # flush() and client.write(), inlined: this runs for every request
+            transport = client.transport
+            if transport is not None and not client.closed:
+                transport.write(out[0] if len(out) == 1 else b"".join(out))
+            out.clear()
         self.finished = True
+        now = client.loop.time()
         upstream, self.upstream = self.upstream, None
         if upstream is not None:
             if self.upstream_keep_alive and self.req_complete and not self.until_close:
-                max_idle = self.server.settings.max_idle_per_target
-                put_idle(upstream, self.client.loop.time(), max_idle)
+                put_idle(upstream, now, server.settings.max_idle_per_target)
             else:
                 upstream.listener = None
                 upstream.close()
         if self.target is not None:
             self.target.end(self)
-        self.server.observe(self, upstream_error=False)
-        self.client.exchange_done(self, close=self.close_client)
+        server.observe(self, upstream_error=False, now=now)
+        client.exchange_done(self, close=self.close_client)
 
     def _answer_local(self, status: int, body: dict[str, Any]) -> None:
         self.status = status

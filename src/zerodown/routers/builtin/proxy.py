@@ -88,7 +88,7 @@ class ClientConnection(asyncio.Protocol):
         self.lingering = False
         self.refused = False  # the parser failed: it cannot be fed again
         self._linger_timer: asyncio.TimerHandle | None = None
-        self._pauses = 0
+        self.pauses = 0  # PAUSE_* reasons set now; reading is paused while any is
         self._upgrade_rest = b""
         self._url = b""
         self._headers: Headers = []
@@ -168,10 +168,8 @@ class ClientConnection(asyncio.Protocol):
 
     # -- httptools callbacks -------------------------------------------------------------------
 
-    def on_message_begin(self) -> None:
-        self._url = b""
-        self._headers = []
-        self._head_size = 0
+    # No on_message_begin: each callback from httptools costs, so on_message_complete resets the
+    # head state for the next message instead (after trailers, which on_header also sees).
 
     def on_url(self, url: bytes) -> None:
         self._url += url
@@ -194,14 +192,14 @@ class ClientConnection(asyncio.Protocol):
             parser.get_method(),
             self._url,
             self._headers,
-            http10=parser.get_http_version() == "1.0",
-            keep_alive=parser.should_keep_alive(),
-            upgrade=parser.should_upgrade(),
+            parser.should_keep_alive(),
+            parser.should_upgrade(),
         )
         self.server.requests_total += 1
         self.building = exchange
-        self.queue.append(exchange)
-        if len(self.queue) == 1:
+        queue = self.queue
+        queue.append(exchange)
+        if len(queue) == 1:
             exchange.start()
         else:
             self.pause_reading(self.PAUSE_PIPELINE)
@@ -211,6 +209,9 @@ class ClientConnection(asyncio.Protocol):
             self.building.request_body(body)
 
     def on_message_complete(self) -> None:
+        self._url = b""
+        self._headers = []
+        self._head_size = 0
         building, self.building = self.building, None
         if building is not None:
             building.request_complete()
@@ -233,16 +234,16 @@ class ClientConnection(asyncio.Protocol):
 
     def pause_reading(self, reason: int) -> None:
         """Stop reading for `reason` (a PAUSE_* flag)."""
-        if not self._pauses and self.transport is not None and not self.closed:
+        if not self.pauses and self.transport is not None and not self.closed:
             self.transport.pause_reading()
-        self._pauses |= reason
+        self.pauses |= reason
 
     def resume_reading(self, reason: int) -> None:
         """Drop `reason`; reading resumes when no reason is left."""
-        if not self._pauses & reason:
+        if not self.pauses & reason:
             return
-        self._pauses &= ~reason
-        if not self._pauses and self.transport is not None and not self.closed:
+        self.pauses &= ~reason
+        if not self.pauses and self.transport is not None and not self.closed:
             self.transport.resume_reading()
 
     def start_tunnel(self, exchange: Exchange) -> bytes:
@@ -256,16 +257,18 @@ class ClientConnection(asyncio.Protocol):
 
     def exchange_done(self, exchange: Exchange, *, close: bool) -> None:
         """`exchange` was answered: start the next pipelined one, go idle, or close."""
-        if self.queue and self.queue[0] is exchange:
-            self.queue.popleft()
-        self.resume_reading(self.PAUSE_UPSTREAM | self.PAUSE_BUFFER)
+        queue = self.queue
+        if queue and queue[0] is exchange:
+            queue.popleft()
+        if self.pauses & (self.PAUSE_UPSTREAM | self.PAUSE_BUFFER):
+            self.resume_reading(self.PAUSE_UPSTREAM | self.PAUSE_BUFFER)
         if close or self.closing:
             self.close()
             return
-        if self.queue:
-            if len(self.queue) == 1:
+        if queue:
+            if len(queue) == 1:
                 self.resume_reading(self.PAUSE_PIPELINE)
-            self.queue[0].start()
+            queue[0].start()
             return
         self.idle_since = self.loop.time()
 
@@ -286,8 +289,8 @@ class ClientConnection(asyncio.Protocol):
         # and close when the client does (or after LINGER_SECONDS).
         assert self.transport is not None
         self.lingering = True
-        if self._pauses:
-            self._pauses = 0
+        if self.pauses:
+            self.pauses = 0
             self.transport.resume_reading()
         if self.transport.can_write_eof():
             self.transport.write_eof()
@@ -418,11 +421,13 @@ class ProxyServer:
 
     # -- used by connections -------------------------------------------------------------------
 
-    def observe(self, exchange: Exchange, *, upstream_error: bool) -> None:
-        """Report one answered request (or closed tunnel) to the observer."""
+    def observe(
+        self, exchange: Exchange, *, upstream_error: bool, now: float | None = None
+    ) -> None:
+        """Report one answered request (or closed tunnel) to the observer; `now`: loop time."""
         if self.observer is None or exchange.route is None:
             return
-        seconds = self.loop.time() - exchange.started
+        seconds = (self.loop.time() if now is None else now) - exchange.started
         try:
             self.observer.on_response(
                 exchange.route, exchange.target, exchange.status, seconds, upstream_error

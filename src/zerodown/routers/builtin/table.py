@@ -122,6 +122,7 @@ class Route:
         self.targets: dict[str, Target] = {}
         self.hosts = frozenset(h.lower() for h in spec.hosts)
         self.preview_header = spec.preview_header.lower().encode("latin-1")
+        self.path_under, self.path_exact = _path_match(spec.path_prefix)
 
     def __repr__(self) -> str:
         return f"Route({self.spec.service} {self.spec.path_prefix} targets={len(self.targets)})"
@@ -131,13 +132,11 @@ class Route:
         self.spec = spec
         self.hosts = frozenset(h.lower() for h in spec.hosts)
         self.preview_header = spec.preview_header.lower().encode("latin-1")
+        self.path_under, self.path_exact = _path_match(spec.path_prefix)
 
     def matches_path(self, path: str) -> bool:
         """Whether `path` is under this route's prefix, on a segment boundary."""
-        prefix = self.spec.path_prefix
-        if prefix.endswith("/"):
-            return path.startswith(prefix) or path == prefix[:-1]
-        return path == prefix or path.startswith(prefix + "/")
+        return path.startswith(self.path_under) or path == self.path_exact
 
     def pick(
         self,
@@ -162,9 +161,20 @@ class Route:
                 and t not in exclude
             ]
             return min(previews, key=lambda t: t.inflight) if previews else None
-        candidates = [
-            t for t in self.targets.values() if t.eligible and not t.preview and t not in exclude
-        ]
+        # `eligible` and `preview` spelled out, in a plain loop: this runs for every request, and
+        # a property call per target (or a comprehension's frame) costs more than the checks.
+        healthy = TargetHealth.HEALTHY
+        candidates = []
+        for t in self.targets.values():
+            spec = t.spec
+            if (
+                t.health is healthy
+                and not t.draining
+                and spec.weight > 0
+                and spec.labels.get("pool") != PREVIEW_POOL
+                and t not in exclude
+            ):
+                candidates.append(t)
         if revision is not None and len(candidates) > 1:
             same = [t for t in candidates if t.spec.revision == revision]
             if same:
@@ -176,6 +186,14 @@ class Route:
             if len(candidates) == 1:
                 return candidates[0]
         return _smooth_weighted(candidates)
+
+
+def _path_match(prefix: str) -> tuple[str, str]:
+    # A path is under `prefix` on a segment boundary if it starts with the first string or
+    # equals the second: "/api" and "/api/" both give ("/api/", "/api"); "/" gives ("/", "").
+    if prefix.endswith("/"):
+        return prefix, prefix[:-1]
+    return prefix + "/", prefix
 
 
 def _least_loaded(candidates: list[Target]) -> list[Target]:
@@ -219,10 +237,10 @@ class RoutingTable:
     def match(self, host: str | None, path: str) -> Route | None:
         """The route for a request: Host (without port) and the longest matching path prefix."""
         host = host.lower() if host else None
-        for route in self._order:
+        for route in self._order:  # matches_path inlined: this runs for every request
             if route.hosts and host not in route.hosts:
                 continue
-            if route.matches_path(path):
+            if path.startswith(route.path_under) or path == route.path_exact:
                 return route
         return None
 

@@ -155,7 +155,8 @@ class UpstreamConnection(asyncio.Protocol):
         except httptools.HttpParserError as exc:
             self.abort()
             listener.response_invalid(f"invalid response from {self.target.spec.address}: {exc}")
-        listener.flush()
+        if self.listener is listener:  # a finished exchange has let go and flushed already
+            listener.flush()
         if self._new_parser:
             self._new_parser = False
             self._parser = httptools.HttpResponseParser(self)
@@ -228,7 +229,8 @@ def put_idle(conn: UpstreamConnection, now: float, max_idle: int) -> None:
     if conn.closed or target.draining or target.retired or len(target.idle) >= max_idle:
         conn.close()
         return
-    conn.resume_reading()  # an idle conn must read, or a close by the target goes unseen
+    if conn.reading_paused:
+        conn.resume_reading()  # an idle conn must read, or a close by the target goes unseen
     conn.idle_since = now
     target.idle.append(conn)
 
