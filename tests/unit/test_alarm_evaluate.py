@@ -14,6 +14,7 @@ import pytest
 from zerodown.alarms.evaluate import AlarmEvaluator, decide, only_grows, period_values
 from zerodown.alarms.model import AlarmDefinition, AlarmState, Comparison, MissingData
 from zerodown.clock import FakeClock
+from zerodown.metrics.series import bucket_index
 
 TREATMENTS = ("missing", "ignore", "breaching", "notBreaching")
 
@@ -147,3 +148,53 @@ def test_definition_refuses_m_greater_than_n_and_unknown_metrics() -> None:
         AlarmDefinition("x", "CPUUtilization", "avg", 1)
     with pytest.raises(ValueError, match="multiple of 10"):
         AlarmDefinition("x", "RequestCount", "sum", 1, period=15)
+
+
+def _latency_point(at: int, requests: int, ms: float) -> dict[str, object]:
+    return {
+        **_point(at, requests, 0),
+        "latency_ms": {"sum": ms * requests, "max": ms, "min": ms},
+        "histogram": {str(bucket_index(ms)): requests},
+    }
+
+
+@pytest.mark.parametrize("treatment", ["evaluate", "ignore"])
+def test_a_p95_period_with_too_few_samples_is_judged_or_ignored_as_configured(
+    treatment: str,
+) -> None:
+    """p95 needs 10 / (1 - 0.95) = 200 samples: 50 slow requests alarm only under `evaluate`."""
+    definition = AlarmDefinition(
+        "p95",
+        "TargetResponseTime",
+        "p95",
+        2000,
+        evaluate_low_sample_count_percentile=treatment,
+    )
+    assert definition.min_samples == (200 if treatment == "ignore" else 0)
+    evaluator = AlarmEvaluator(definition, FakeClock())
+    fast = evaluator.evaluate(_metrics([_latency_point(1000, 300, 10.0)], 1010), "api.prod")
+    assert fast is not None and fast.new_state is AlarmState.OK
+    few_slow = [_latency_point(1000, 300, 10.0), _latency_point(1010, 50, 3000.0)]
+    transition = evaluator.evaluate(_metrics(few_slow, 1020), "api.prod")
+    if treatment == "ignore":
+        assert transition is None and evaluator.state is AlarmState.OK
+    else:
+        assert transition is not None and transition.new_state is AlarmState.ALARM
+    many_slow = [*few_slow, _latency_point(1020, 250, 3000.0)]
+    evaluator.evaluate(_metrics(many_slow, 1030), "api.prod")
+    assert evaluator.state is AlarmState.ALARM  # with enough samples both judge the breach
+
+
+def test_low_sample_thresholds_follow_cloudwatch() -> None:
+    """10 / (1 - p) from p50 up (1,000 for p99), 10 / p below; only percentiles, only `ignore`."""
+
+    def minimum(statistic: str) -> int:
+        return AlarmDefinition(
+            "a", "TargetResponseTime", statistic, 1, evaluate_low_sample_count_percentile="ignore"
+        ).min_samples
+
+    assert [minimum(s) for s in ("p99", "p95", "p90", "p50", "p10", "avg")] == [
+        1000, 200, 100, 20, 100, 0,
+    ]  # fmt: skip
+    with pytest.raises(ValueError, match="evaluate_low_sample_count_percentile"):
+        AlarmDefinition("a", "RequestCount", "p99", 1, evaluate_low_sample_count_percentile="no")

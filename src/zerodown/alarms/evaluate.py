@@ -137,12 +137,30 @@ def window_value(
     log_counts: Mapping[int, int] | None = None,
 ) -> Value:
     """The alarm's statistic over `[start, end)` for `service` (a route name); None if missing."""
+    value, _ = window_sample(
+        alarm, metrics, service, start, end, revision=revision, log_counts=log_counts
+    )
+    return value
+
+
+def window_sample(
+    alarm: AlarmDefinition,
+    metrics: Mapping[str, Any],
+    service: str,
+    start: float,
+    end: float,
+    *,
+    revision: str | None = None,
+    log_counts: Mapping[int, int] | None = None,
+) -> tuple[Value, int]:
+    """`window_value` and the number of samples behind it (timed requests for latencies,
+    datapoints for the other metrics): what a percentile's low-sample rule counts."""
     metric, statistic = alarm.metric, alarm.statistic
     if metric.startswith(LOG_PREFIX):
         if log_counts is None:
-            return None
+            return None, 0
         buckets = [float(c) for at, c in log_counts.items() if start <= at < end]
-        return _stat(buckets, statistic) if buckets else 0.0
+        return (_stat(buckets, statistic) if buckets else 0.0), len(buckets)
     if metric in HEALTH_METRICS:
         field_name = HEALTH_METRICS[metric]
         samples = [
@@ -150,7 +168,7 @@ def window_value(
             for p in metrics.get("health", ())
             if p["service"] == service and start <= p["at"] < end
         ]
-        return _stat(samples, statistic) if samples else None
+        return (_stat(samples, statistic) if samples else None), len(samples)
     points = [
         p
         for p in metrics.get("datapoints", ())
@@ -159,20 +177,20 @@ def window_value(
         and (revision is None or p.get("revision") == revision)
     ]
     if not points:
-        return None
+        return None, 0
     if metric in COUNT_METRICS:
         name = COUNT_METRICS[metric]
-        return _stat([float(p.get(name, 0)) for p in points], statistic)
+        return _stat([float(p.get(name, 0)) for p in points], statistic), len(points)
     if metric == "InflightRequests":
-        return _stat([float(p.get("inflight", 0)) for p in points], statistic)
+        return _stat([float(p.get("inflight", 0)) for p in points], statistic), len(points)
     if metric == "ErrorRate":
         requests = sum(int(p.get("requests", 0)) for p in points)
         errors = sum(int(p.get("5xx", 0)) for p in points)
-        return 100.0 * errors / requests if requests else None
+        return (100.0 * errors / requests if requests else None), requests
     return _latency(points, statistic)
 
 
-def _latency(points: Sequence[Mapping[str, Any]], statistic: str) -> Value:
+def _latency(points: Sequence[Mapping[str, Any]], statistic: str) -> tuple[Value, int]:
     histogram = Histogram()
     total_ms, high, low = 0.0, 0.0, math.inf
     for point in points:
@@ -185,16 +203,16 @@ def _latency(points: Sequence[Mapping[str, Any]], statistic: str) -> Value:
             low = min(low, float(latency["min"]))
     timed = histogram.total
     if not timed:
-        return None
+        return None, 0
     if statistic == "sum":
-        return total_ms
+        return total_ms, timed
     if statistic == "avg":
-        return total_ms / timed
+        return total_ms / timed, timed
     if statistic == "max":
-        return high
+        return high, timed
     if statistic == "min":
-        return low if low != math.inf else None
-    return histogram.percentile(float(statistic[1:]), max_ms=high)
+        return (low if low != math.inf else None), timed
+    return histogram.percentile(float(statistic[1:]), max_ms=high), timed
 
 
 def period_values(
@@ -303,9 +321,17 @@ class AlarmEvaluator:
         current = float(metrics.get("current", self.clock.time() // period * period))
         kwargs: dict[str, Any] = {"revision": revision, "log_counts": log_counts}
         values = period_values(self.alarm, metrics, service, current, **kwargs)
+        end = current
         if only_grows(self.alarm):
             running = period_values(self.alarm, metrics, service, current + period, **kwargs)
             newest = running[-1]
             if newest is not None and self.alarm.comparison.breaches(newest, self.alarm.threshold):
-                values = running
+                values, end = running, current + period
+        if self.alarm.min_samples:
+            start = end - self.alarm.period
+            _, samples = window_sample(self.alarm, metrics, service, start, end, **kwargs)
+            if samples < self.alarm.min_samples:
+                # CloudWatch's `ignore`: the state does not change during such a period.
+                self.last_values = tuple(values)
+                return None
         return self.evaluate_values(values)

@@ -3,6 +3,7 @@ threshold and missing-data treatment; states OK / ALARM / INSUFFICIENT_DATA."""
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from enum import StrEnum
@@ -121,12 +122,19 @@ class AlarmDefinition:
     treat_missing_data: MissingData = MissingData.MISSING
     rollback: bool = True  # ALARM fails the deployment (when the environment has auto_rollback)
     description: str = ""
+    # CloudWatch's EvaluateLowSampleCountPercentile: `ignore` keeps the state while a percentile's
+    # newest period has too few samples to mean anything (see `min_samples`).
+    evaluate_low_sample_count_percentile: str = "evaluate"
 
     def __post_init__(self) -> None:
         check_metric(self.metric)
         object.__setattr__(self, "statistic", check_statistic(self.statistic))
         if self.period < PERIOD or self.period % PERIOD:
             raise ValueError(f"alarm {self.name}: period must be a multiple of {PERIOD} s")
+        if self.evaluate_low_sample_count_percentile not in ("evaluate", "ignore"):
+            raise ValueError(
+                f"alarm {self.name}: evaluate_low_sample_count_percentile: use evaluate or ignore"
+            )
         if self.evaluation_periods < 1:
             raise ValueError(f"alarm {self.name}: evaluation_periods must be at least 1")
         if not 1 <= self.m <= self.evaluation_periods:
@@ -139,6 +147,15 @@ class AlarmDefinition:
     def m(self) -> int:
         """Datapoints to alarm."""
         return self.datapoints_to_alarm or self.evaluation_periods
+
+    @property
+    def min_samples(self) -> int:
+        """Samples a period needs before a percentile counts when low counts are ignored:
+        CloudWatch's 10 / (1 - p) for p >= 0.5 (1,000 for p99), 10 / p below; 0 otherwise."""
+        if self.evaluate_low_sample_count_percentile != "ignore" or self.statistic[0] != "p":
+            return 0
+        p = float(self.statistic[1:]) / 100
+        return math.ceil((10 / (1 - p) if p >= 0.5 else 10 / p) - 1e-6)  # 1000.0000000000009
 
     @property
     def evaluation_range(self) -> int:

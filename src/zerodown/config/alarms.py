@@ -48,6 +48,11 @@ class AlarmConfig(_Model):
         True, description="ALARM during a deployment or its bake window rolls it back."
     )
     description: str = Field("", description="Free text for people.")
+    evaluate_low_sample_count_percentile: Literal["evaluate", "ignore"] = Field(
+        "evaluate",
+        description="For pNN statistics: `ignore` keeps the state while the newest period has "
+        "fewer samples than 10/(1-p) (1,000 for p99), as CloudWatch does.",
+    )
 
     @field_validator("metric")
     @classmethod
@@ -85,6 +90,7 @@ class AlarmConfig(_Model):
             treat_missing_data=MissingData(self.treat_missing_data),
             rollback=self.rollback,
             description=self.description,
+            evaluate_low_sample_count_percentile=self.evaluate_low_sample_count_percentile,
         )
 
 
