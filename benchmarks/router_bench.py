@@ -4,6 +4,7 @@ Every path fronts the same nginx (one worker, keep-alive, a 3-byte answer). Each
 warm-up, a closed-loop throughput run (`wrk -t1 -c50`) and a fixed-rate latency run (`hey -c 10
 -q 100` = 1,000 req/s). Then the router runs once more under cProfile for the "what limits it" note.
 All processes are children bound to 127.0.0.1 and stopped at the end, whatever happens.
+The router is measured twice: one daemon, and a pool of two (`router.workers: 2`, SO_REUSEPORT).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -51,8 +52,9 @@ from benchmarks.report import (
     parse_wrk,
 )
 from zerodown.errors import ZerodownError
-from zerodown.routers.base import RouteSpec, TargetSpec
+from zerodown.routers.base import Router, RouteSpec, TargetSpec
 from zerodown.routers.builtin.client import BuiltinRouter, start_router_process, stop_router
+from zerodown.routers.builtin.pool import WorkerPoolRouter, ensure_pool, stop_pool
 
 KEY = "router"
 WARMUP_SECONDS = 2
@@ -65,6 +67,8 @@ ADDED_P99_GOAL = 0.002  # seconds, at 1,000 req/s
 
 DIRECT = "direct to nginx"
 ZERODOWN = "zerodown router"
+POOL_WORKERS = 2
+ZERODOWN_POOL = f"zerodown router, {POOL_WORKERS} workers"
 HAPROXY_1 = "HAProxy, nbthread 1"
 HAPROXY_DEFAULT = "HAProxy, default threads"
 
@@ -93,9 +97,9 @@ class RouterFigures:
     profile_own: list[ProfileLine]  # top by own time
     seconds: int
 
-    def throughput_ratio(self, baseline: str) -> float:
-        """zerodown's requests/s over `baseline`'s."""
-        return self.paths[ZERODOWN].wrk.requests_per_sec / self.paths[baseline].wrk.requests_per_sec
+    def throughput_ratio(self, baseline: str, path: str = ZERODOWN) -> float:
+        """`path`'s requests/s (zerodown's by default) over `baseline`'s."""
+        return self.paths[path].wrk.requests_per_sec / self.paths[baseline].wrk.requests_per_sec
 
     def added_p99(self, name: str) -> float | None:
         """`name`'s p99 at the fixed rate minus the direct path's (None if hey left one out)."""
@@ -180,9 +184,8 @@ def haproxy_command(
     return command
 
 
-async def configure_router(state_dir: Path, upstream_port: int) -> None:
+async def configure_router(router: Router, upstream_port: int) -> None:
     """One route, `bench`, with nginx as its one target, healthy at once."""
-    router = BuiltinRouter(state_dir)
     await router.apply_route(RouteSpec(service="bench"))
     target = TargetSpec(service="bench", target_id="nginx", host="127.0.0.1", port=upstream_port)
     await router.add_target(target, healthy=True)
@@ -198,10 +201,23 @@ async def zerodown_router(workdir: Path, upstream_port: int) -> AsyncIterator[Se
     state_dir = workdir / "router"
     info = await start_router_process(state_dir, ["127.0.0.1:0"], grace=5.0)
     try:
-        await configure_router(state_dir, upstream_port)
+        await configure_router(BuiltinRouter(state_dir), upstream_port)
         yield Server("zerodown", _listen_port(info), int(info["pid"]))
     finally:
         await stop_router(state_dir, timeout=15.0)
+
+
+@contextlib.asynccontextmanager
+async def zerodown_pool(workdir: Path, upstream_port: int) -> AsyncIterator[list[Server]]:
+    """POOL_WORKERS router daemons on one free port (SO_REUSEPORT), as `router.workers` starts
+    them; one Server per worker."""
+    state_dir = workdir / "pool"
+    try:
+        infos = await ensure_pool(state_dir, ["127.0.0.1:0"], POOL_WORKERS, grace=5.0)
+        await configure_router(WorkerPoolRouter(state_dir, POOL_WORKERS), upstream_port)
+        yield [Server(f"zerodown-{k}", _listen_port(i), int(i["pid"])) for k, i in enumerate(infos)]
+    finally:
+        await stop_pool(state_dir, timeout=15.0)
 
 
 # -- measuring ---------------------------------------------------------------------------------
@@ -226,13 +242,21 @@ async def run_hey(url: str, seconds: int) -> HeyResult:
 
 
 async def measure_path(
-    name: str, port: int, seconds: int, proxy_pid: int | None, upstream_pid: int
+    name: str,
+    port: int,
+    seconds: int,
+    proxy_pid: int | None,
+    upstream_pid: int,
+    more_proxy_pids: Sequence[int] = (),
 ) -> PathFigures:
-    """Warm up, then wrk (with the CPU the proxy and nginx use meanwhile), then hey."""
+    """Warm up, then wrk (with the CPU the proxy and nginx use meanwhile), then hey.
+
+    `more_proxy_pids`: the proxy's other processes (a router pool's other workers)."""
     url = f"http://127.0.0.1:{port}/"
     progress(f"{name}: warm-up {WARMUP_SECONDS} s, wrk {seconds} s, hey {seconds} s")
     await run_wrk(url, WARMUP_SECONDS)
-    pids = (process_tree(proxy_pid) if proxy_pid else [], process_tree(upstream_pid))
+    proxy = [p for pid in (proxy_pid, *more_proxy_pids) if pid for p in process_tree(pid)]
+    pids = (proxy, process_tree(upstream_pid))
     wrk, cpu, wrk_runs = await least_disturbed(
         lambda: run_wrk(url, seconds), pids, lambda text: progress(f"{name} wrk: {text}")
     )
@@ -269,7 +293,7 @@ async def profile_router(workdir: Path, upstream_port: int, seconds: int) -> Pat
         )
     try:
         info = await wait_for_router(state_dir, process)
-        await configure_router(state_dir, upstream_port)
+        await configure_router(BuiltinRouter(state_dir), upstream_port)
         progress(f"profiling the router under wrk for {seconds} s")
         await run_wrk(f"http://127.0.0.1:{_listen_port(info)}/", seconds)
     finally:
@@ -303,6 +327,13 @@ async def measure_all(workdir: Path, seconds: int, profile_seconds: int) -> Rout
         paths.append(await measure_path(DIRECT, nginx.port, seconds, None, nginx.pid))
         async with zerodown_router(workdir, nginx.port) as router:
             paths.append(await measure_path(ZERODOWN, router.port, seconds, router.pid, nginx.pid))
+        async with zerodown_pool(workdir, nginx.port) as workers:
+            others = [w.pid for w in workers[1:]]
+            paths.append(
+                await measure_path(
+                    ZERODOWN_POOL, workers[0].port, seconds, workers[0].pid, nginx.pid, others
+                )
+            )
         for name, threads in ((HAPROXY_1, 1), (HAPROXY_DEFAULT, None)):
             command = haproxy_command(workdir, nginx.port, threads)
             async with serving(f"haproxy-{threads or 'default'}", workdir, command) as haproxy:
@@ -335,17 +366,12 @@ def build_section(
     figures: RouterFigures, machine: MachineFacts, started: datetime, *, quick: bool, load: float
 ) -> Section:
     """The RESULTS.md section: both tables, the goal verdict and what limits the router."""
-    ratio = figures.throughput_ratio(HAPROXY_1)
-    added = figures.added_p99(ZERODOWN)
-    zerodown = figures.paths[ZERODOWN]
-    met = None
-    if added is not None:
-        met = (
-            ratio >= THROUGHPUT_RATIO_GOAL and added <= ADDED_P99_GOAL and zerodown.wrk.errors == 0
-        )
+    configurations = [name for name in (ZERODOWN, ZERODOWN_POOL) if name in figures.paths]
+    verdicts = {name: _goal_met(figures, name) for name in configurations}
+    met = None if None in verdicts.values() else any(verdicts.values())
     throughput = Table(
-        ("Path", "Requests/s", "p50", "p99", "Errors", "vs HAProxy 1 thread", "vs direct",
-         "Proxy CPU per request"),
+        ("Path", "Requests/s", "p50", "p99", "Errors", "vs HAProxy 1 thread",
+         "vs HAProxy default threads", "vs direct", "Proxy CPU per request"),
         tuple(_throughput_row(figures, p) for p in figures.paths.values()),
         caption=f"**Throughput** — `wrk -t1 -c{WRK_CONNECTIONS} -d{figures.seconds}s --latency`"
         f" (closed loop), after a {WARMUP_SECONDS} s warm-up:",
@@ -370,7 +396,7 @@ def build_section(
         title="Router: throughput and added latency",
         goal=f"zerodown's throughput >= {THROUGHPUT_RATIO_GOAL}x HAProxy's (nbthread 1), with no "
         f"errors, and added p99 <= {ADDED_P99_GOAL * 1000:.0f} ms at 1,000 req/s "
-        f"(measured: {ratio:.2f}x, added p99 {format_ms(added)})",
+        f"(measured: {_goal_figures(figures, verdicts)})",
         met=met,
         tables=(throughput, latency, cpu),
         limits=tuple(_limits(figures, machine)),
@@ -380,11 +406,40 @@ def build_section(
             'One nginx (1 worker, keep-alive, `return 200 "ok\\n"`, no access log) is the '
             "upstream of every path; the paths are measured one after another in this run. "
             "zerodown's router is its daemon started by `start_router_process` with one route and "
-            "one target; HAProxy 2.6 runs `mode http`, keep-alive on both sides, "
-            "`http-reuse always`, once with `nbthread 1` (zerodown is one process) and once with "
+            f"one target, then a pool of {POOL_WORKERS} such daemons on one port (SO_REUSEPORT, "
+            f"`router.workers: {POOL_WORKERS}`, started by `ensure_pool`); HAProxy 2.6 runs "
+            "`mode http`, keep-alive on both sides, `http-reuse always`, once with `nbthread 1` "
+            "(one zerodown worker is one process) and once with "
             f"its default threads (one per CPU, {machine.cores} here). Everything listens on "
             f"127.0.0.1. The 1-minute load average just before the run was {load:.2f}."
         ),
+    )
+
+
+def _goal_met(figures: RouterFigures, name: str) -> bool | None:
+    """Whether the router configuration `name` meets the goal (None: no p99 to judge)."""
+    added = figures.added_p99(name)
+    if added is None:
+        return None
+    ratio = figures.throughput_ratio(HAPROXY_1, name)
+    errors = figures.paths[name].wrk.errors
+    return ratio >= THROUGHPUT_RATIO_GOAL and added <= ADDED_P99_GOAL and errors == 0
+
+
+def _goal_figures(figures: RouterFigures, verdicts: dict[str, bool | None]) -> str:
+    """Each configuration's figures and which of them meets the goal (both, when measured)."""
+    one = figures.throughput_ratio(HAPROXY_1)
+    text = f"1 worker: {one:.2f}x, added p99 {format_ms(figures.added_p99(ZERODOWN))}"
+    if ZERODOWN_POOL not in figures.paths:
+        return text  # figures of a run without the pool
+    pool_1 = figures.throughput_ratio(HAPROXY_1, ZERODOWN_POOL)
+    pool_default = figures.throughput_ratio(HAPROXY_DEFAULT, ZERODOWN_POOL)
+    labels = {ZERODOWN: "1 worker", ZERODOWN_POOL: f"{POOL_WORKERS} workers"}
+    meeting = [labels[name] for name, met in verdicts.items() if met]
+    return (
+        f"{text}; {POOL_WORKERS} workers: {pool_1:.2f}x vs nbthread 1, {pool_default:.2f}x vs "
+        f"default threads, added p99 {format_ms(figures.added_p99(ZERODOWN_POOL))}; met by: "
+        + (", ".join(meeting) or "neither")
     )
 
 
@@ -411,10 +466,12 @@ def _throughput_row(figures: RouterFigures, path: PathFigures) -> tuple[str, ...
     rps = path.wrk.requests_per_sec
     per_request = "—" if path.proxy_cpu is None else f"{path.proxy_cpu / rps * 1e6:.1f} µs"
     haproxy = figures.paths[HAPROXY_1].wrk.requests_per_sec
+    haproxy_default = figures.paths[HAPROXY_DEFAULT].wrk.requests_per_sec
     direct = figures.paths[DIRECT].wrk.requests_per_sec
     return (
         path.name, f"{rps:,.0f}", format_ms(path.wrk.p50), format_ms(path.wrk.p99),
-        str(path.wrk.errors), f"{rps / haproxy:.2f}x", f"{rps / direct:.2f}x", per_request,
+        str(path.wrk.errors), f"{rps / haproxy:.2f}x", f"{rps / haproxy_default:.2f}x",
+        f"{rps / direct:.2f}x", per_request,
     )  # fmt: skip
 
 
@@ -468,8 +525,33 @@ def _limits(figures: RouterFigures, machine: MachineFacts) -> list[str]:
             "counts as own time of the Python function calling `transport.write` (on loopback "
             "the send also runs the receiver's network stack)."
         )
+    if ZERODOWN_POOL in figures.paths:
+        notes.append(_pool_note(figures, machine))
     notes.append(_fixed_rate_note(figures, machine))
     return notes
+
+
+def _pool_note(figures: RouterFigures, machine: MachineFacts) -> str:
+    """What a second worker bought in this run, and what else differed between the two runs."""
+    one, pool = figures.paths[ZERODOWN], figures.paths[ZERODOWN_POOL]
+    gain = pool.wrk.requests_per_sec / one.wrk.requests_per_sec
+    cpu = ""
+    if pool.proxy_cpu is not None:
+        per_request = pool.proxy_cpu / pool.wrk.requests_per_sec * 1e6
+        cpu = f" used {pool.proxy_cpu:.2f} cores together ({per_request:.1f} µs per request) and"
+    note = (
+        f"**{POOL_WORKERS} workers.** The pool's workers{cpu} served {gain:.2f}x one worker's "
+        f"requests/s. On {machine.cores} cores shared with wrk ({pool.wrk_cpu:.2f} cores here) "
+        f"and nginx ({pool.upstream_cpu:.2f}), a second worker can only use what the first "
+        "leaves idle, so in a quiet run the pool gains less than 2x."
+    )
+    if abs(one.other_cpu - pool.other_cpu) >= NOISY_CPU:
+        note += (
+            f" Outside work differed between the two runs ({one.other_cpu:.2f} cores during one "
+            f"worker's, {pool.other_cpu:.2f} during the pool's), so this ratio says as much "
+            "about that work as about the pool."
+        )
+    return note
 
 
 def _fixed_rate_note(figures: RouterFigures, machine: MachineFacts) -> str:

@@ -17,7 +17,7 @@ from zerodown.engine.extensions import DeploymentGuard, EnvSource, Masker, Verif
 from zerodown.engine.recovery import recover_unfinished
 from zerodown.errors import ConfigError
 from zerodown.routers.base import Router, RouteStatus
-from zerodown.routers.builtin.client import BuiltinRouter, ensure_router, stop_router
+from zerodown.routers.builtin.client import BuiltinRouter, ensure_router
 from zerodown.runtimes.base import InstanceInfo, Runtime
 from zerodown.runtimes.local import LocalRuntime
 from zerodown.store.base import DeploymentRecord, HistoryStore
@@ -93,10 +93,16 @@ class ControlPlane:
         """Start the router if needed, open the history, recover unfinished deployments."""
         state_dir = loaded.state_dir
         state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        await ensure_router(state_dir, list(loaded.config.router.listen))
-        plane = cls(
-            loaded, LocalRuntime(state_dir), BuiltinRouter(state_dir), open_store(loaded.store_url)
-        )
+        workers = loaded.config.router.workers
+        router: Router = BuiltinRouter(state_dir)
+        if workers > 1:  # N router processes on the same addresses (routers/builtin/pool.py)
+            from zerodown.routers.builtin.pool import WorkerPoolRouter, ensure_pool
+
+            await ensure_pool(state_dir, list(loaded.config.router.listen), workers)
+            router = WorkerPoolRouter(state_dir, workers)
+        else:
+            await ensure_router(state_dir, list(loaded.config.router.listen))
+        plane = cls(loaded, LocalRuntime(state_dir), router, open_store(loaded.store_url))
         if recover:
             await plane.recover(observers)
             await plane.reap_expired_fleets()
@@ -225,7 +231,9 @@ class ControlPlane:
             await self.runtime.stop(info.instance_id)
             await self.runtime.remove(info.instance_id)
             stopped += 1
-        await stop_router(self.loaded.state_dir)
+        from zerodown.routers.builtin.pool import stop_pool  # every worker; a lone router as before
+
+        await stop_pool(self.loaded.state_dir)
         return stopped
 
     async def close(self) -> None:

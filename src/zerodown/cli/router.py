@@ -45,6 +45,15 @@ Listen = Annotated[
 Grace = Annotated[
     float, typer.Option("--grace", help="Seconds to let connections finish when stopping.")
 ]
+Workers = Annotated[
+    int | None,
+    typer.Option(
+        "--workers",
+        min=1,
+        max=16,
+        help="Router processes sharing the addresses (default: router.workers, else 1).",
+    ),
+]
 DEFAULT_STATE_DIR = Path(".zerodown")
 DEFAULT_LISTEN = "127.0.0.1:8080"
 
@@ -95,10 +104,30 @@ def run(
         raise typer.Exit(code)
 
 
+def _configured_workers(state_dir: Path | None) -> int:
+    """`router.workers` of the nearest zerodown.yml when no --state-dir says where to look."""
+    if state_dir is not None:
+        return 1
+    try:
+        return load_config().config.router.workers
+    except ConfigError:
+        return 1  # _where has already refused a broken zerodown.yml
+
+
 @router_app.command()
-def start(state_dir: StateDir = None, listen: Listen = None, grace: Grace = 30.0) -> None:
+def start(
+    state_dir: StateDir = None, listen: Listen = None, grace: Grace = 30.0, workers: Workers = None
+) -> None:
     """Start the router in the background unless one is running."""
     where, addresses = _where(state_dir, listen)
+    count = workers or _configured_workers(state_dir)
+    if count > 1:
+        from zerodown.routers.builtin.pool import ensure_pool
+
+        infos = _run(ensure_pool(where, addresses, count, grace=grace))
+        pids = ", ".join(str(info["pid"]) for info in infos)
+        console.print(f"router pids {pids} listening on {', '.join(infos[0]['listen'])}")
+        return
     info = _run(ensure_router(where, addresses, grace=grace))
     console.print(f"router pid {info['pid']} listening on {', '.join(info['listen'])}")
 
@@ -106,14 +135,28 @@ def start(state_dir: StateDir = None, listen: Listen = None, grace: Grace = 30.0
 @router_app.command()
 def restart(state_dir: StateDir = None) -> None:
     """Replace the running router with a new process without dropping a connection."""
-    info = _run(restart_router(_where(state_dir, None)[0]))
+    from zerodown.routers.builtin.pool import restart_pool, running_workers
+
+    where = _where(state_dir, None)[0]
+    if running_workers(where) > 1:  # every worker in turn, each hitless
+        for info in _run(restart_pool(where)):
+            console.print(f"router pid {info['pid']} took over on {', '.join(info['listen'])}")
+        return
+    info = _run(restart_router(where))
     console.print(f"router pid {info['pid']} took over on {', '.join(info['listen'])}")
 
 
 @router_app.command()
 def stop(state_dir: StateDir = None) -> None:
-    """Stop the router, letting open connections finish within its grace period."""
-    pid = _run(stop_router(_where(state_dir, None)[0]))
+    """Stop the router (every worker), letting open connections finish within its grace period."""
+    from zerodown.routers.builtin.pool import running_workers, stop_pool
+
+    where = _where(state_dir, None)[0]
+    if running_workers(where) > 1:
+        pids = _run(stop_pool(where))
+        console.print(f"router pids {', '.join(map(str, pids))} stopped")
+        return
+    pid = _run(stop_router(where))
     console.print("no router was running" if pid is None else f"router pid {pid} stopped")
 
 
@@ -123,7 +166,10 @@ def status(state_dir: StateDir = None) -> None:
     where = _where(state_dir, None)[0]
 
     async def gather() -> tuple[dict[str, Any], list[Any]]:
-        router = BuiltinRouter(where)
+        from zerodown.routers.builtin.pool import WorkerPoolRouter, running_workers
+
+        count = running_workers(where)  # a pool: the workers' merged view
+        router = WorkerPoolRouter(where, count) if count > 1 else BuiltinRouter(where)
         return await router.ping(), await router.status()
 
     info, routes = _run(gather())
@@ -131,6 +177,8 @@ def status(state_dir: StateDir = None) -> None:
         f"router pid {info['pid']} (v{info['version']}, up {info['uptime']:.0f} s) "
         f"on {', '.join(info['listen'])}"
     )
+    if "workers" in info:  # a pool: worker 0 above, then every worker
+        console.print(f"{len(info['workers'])} workers: pids {[w['pid'] for w in info['workers']]}")
     table = Table("service", "target", "address", "revision", "weight", "health", "in flight")
     for route in routes:
         for target in route.targets:

@@ -265,6 +265,7 @@ class RouterConfig(_Model):
     max_body_bytes: Size = Field(100 * 1024**2, description="Larger request bodies get 413.")
     connect_timeout: Duration = Field(5.0, description="Upstream connect timeout.")
     response_timeout: Duration = Field(60.0, description="Upstream response timeout (then 504).")
+    workers: int = Field(1, ge=1, le=16, description="Router processes on one port (more cores).")
 
     @field_validator("listen")
     @classmethod

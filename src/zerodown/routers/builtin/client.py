@@ -144,7 +144,12 @@ class BuiltinRouter:
 
 
 def router_command(
-    state_dir: Path, listen: list[str], *, takeover: bool = False, grace: float | None = None
+    state_dir: Path,
+    listen: list[str],
+    *,
+    takeover: bool = False,
+    grace: float | None = None,
+    reuse_port: bool = False,
 ) -> list[str]:
     """The command line that runs a router daemon with this interpreter."""
     command = [
@@ -160,6 +165,8 @@ def router_command(
         command.append("--takeover")
     if grace is not None:
         command += ["--grace", str(grace)]
+    if reuse_port:
+        command.append("--reuse-port")
     return command
 
 
@@ -174,14 +181,21 @@ def _log_tail(path: Path, offset: int, limit: int = 2000) -> str:
 
 
 def spawn_router(
-    state_dir: Path, listen: list[str], *, takeover: bool = False, grace: float | None = None
+    state_dir: Path,
+    listen: list[str],
+    *,
+    takeover: bool = False,
+    grace: float | None = None,
+    reuse_port: bool = False,
 ) -> subprocess.Popen[bytes]:
     """Launch a detached router daemon (its own session, output to router.log); do not wait."""
     paths = RouterPaths.under(state_dir)
     paths.create()
     with paths.log.open("ab") as log_file:
         return subprocess.Popen(
-            router_command(state_dir, listen, takeover=takeover, grace=grace),
+            router_command(
+                state_dir, listen, takeover=takeover, grace=grace, reuse_port=reuse_port
+            ),
             stdin=subprocess.DEVNULL,
             stdout=log_file,
             stderr=subprocess.STDOUT,
@@ -197,6 +211,7 @@ async def start_router_process(
     takeover: bool = False,
     grace: float | None = None,
     timeout: float = START_TIMEOUT,
+    reuse_port: bool = False,
 ) -> dict[str, Any]:
     """Start a detached router daemon and return its `ping` once it answers.
 
@@ -205,7 +220,7 @@ async def start_router_process(
     paths = RouterPaths.under(state_dir)
     paths.create()
     offset = paths.log.stat().st_size if paths.log.exists() else 0
-    process = spawn_router(state_dir, listen, takeover=takeover, grace=grace)
+    process = spawn_router(state_dir, listen, takeover=takeover, grace=grace, reuse_port=reuse_port)
     router = BuiltinRouter(state_dir)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -180,6 +180,7 @@ class RouterDaemon:
         *,
         grace: float | None = None,
         takeover: bool = False,
+        reuse_port: bool = False,
     ) -> None:
         self.paths = RouterPaths.under(state_dir)
         self.listen = list(listen)
@@ -188,6 +189,7 @@ class RouterDaemon:
         self._grace_given = grace is not None
         self.grace = DEFAULT_GRACE if grace is None else grace
         self.takeover = takeover
+        self.reuse_port = reuse_port  # a worker of a pool: its siblings bind the same addresses
         self.table = RoutingTable(on_change=self._on_table_change)
         self.metrics = MetricsRecorder(self.table)  # the proxy's observer; read by `metrics`
         self.events = EventLog(self.paths.events)
@@ -233,7 +235,7 @@ class RouterDaemon:
             saved = StateFile.load(self.paths.state)
             if saved is not None:
                 self.table.restore(saved["table"])
-            sockets = bind_listeners(self.listen)
+            sockets = bind_listeners(self.listen, reuse_port=self.reuse_port)
             self.listen = [socket_address(s) for s in sockets]
         try:
             self._listeners = [s.dup() for s in sockets]
@@ -482,9 +484,12 @@ def run_daemon(
     grace: float | None = None,
     takeover: bool = False,
     loop: LoopKind = "auto",
+    reuse_port: bool = False,
 ) -> int:
     """Run a router in this process until it stops; return the exit code."""
-    daemon = RouterDaemon(state_dir, listen, settings, grace=grace, takeover=takeover)
+    daemon = RouterDaemon(
+        state_dir, listen, settings, grace=grace, takeover=takeover, reuse_port=reuse_port
+    )
     try:
         with asyncio.Runner(loop_factory=_loop_factory(loop)) as runner:
             runner.run(daemon.run())
@@ -519,6 +524,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--takeover", action="store_true", help="take over from the running router")
     parser.add_argument(
+        "--reuse-port",
+        action="store_true",
+        help="bind with SO_REUSEPORT (a worker of a pool: its siblings share the addresses)",
+    )
+    parser.add_argument(
         "--loop",
         choices=get_args(LoopKind),
         default=os.environ.get("ZERODOWN_ROUTER_LOOP", "auto"),
@@ -533,7 +543,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s",
     )
     return run_daemon(
-        args.state_dir, args.listen, grace=args.grace, takeover=args.takeover, loop=args.loop
+        args.state_dir,
+        args.listen,
+        grace=args.grace,
+        takeover=args.takeover,
+        loop=args.loop,
+        reuse_port=args.reuse_port,
     )
 
 

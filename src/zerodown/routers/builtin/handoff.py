@@ -33,8 +33,12 @@ def parse_listen(address: str) -> tuple[str, int]:
     return host.strip("[]") or "0.0.0.0", int(port)
 
 
-def bind_listeners(addresses: Sequence[str]) -> list[socket.socket]:
-    """Bind and listen on every address (SO_REUSEADDR, so a restart need not wait for TIME_WAIT)."""
+def bind_listeners(addresses: Sequence[str], *, reuse_port: bool = False) -> list[socket.socket]:
+    """Bind and listen on every address (SO_REUSEADDR, so a restart need not wait for TIME_WAIT).
+
+    `reuse_port` adds SO_REUSEPORT: the workers of a router pool each bind the same address and
+    the kernel spreads new connections across their sockets. Off by default, so a second router
+    started by mistake on a taken address still fails instead of silently sharing it."""
     sockets: list[socket.socket] = []
     try:
         for address in addresses:
@@ -43,6 +47,8 @@ def bind_listeners(addresses: Sequence[str]) -> list[socket.socket]:
             sock = socket.socket(family, socket.SOCK_STREAM)
             sockets.append(sock)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if reuse_port:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             try:
                 sock.bind((host, port))
             except OSError as exc:
