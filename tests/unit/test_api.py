@@ -18,7 +18,7 @@ from zerodown.config.loader import LoadedConfig
 from zerodown.config.server import ServerConfig
 from zerodown.control_plane import ControlPlane
 from zerodown.engine.deployer import Deployer
-from zerodown.engine.events import DeploymentObserver
+from zerodown.engine.events import DeploymentEvent, DeploymentObserver, DeploymentState, EventKind
 from zerodown.server.api import create_app
 from zerodown.server.auth import TokenStore, hash_token
 from zerodown.store.sql import SqlHistoryStore, open_store
@@ -32,6 +32,7 @@ class FakePlane(ControlPlane):
     def __init__(self, loaded: LoadedConfig, store: SqlHistoryStore) -> None:
         self.fake_runtime = FakeRuntime()
         self.prober = FakeProber(self.fake_runtime)
+        self.extra_observers: list[DeploymentObserver] = []
         super().__init__(loaded, self.fake_runtime, FakeRouter(), store)
 
     def deployer(self, observers: Sequence[DeploymentObserver] = ()) -> Deployer:
@@ -40,7 +41,7 @@ class FakePlane(ControlPlane):
             runtime=self.runtime,
             router=self.router,
             store=self.store,
-            observers=observers,
+            observers=[*observers, *self.extra_observers],
             prober=self.prober,
         )
 
@@ -194,6 +195,24 @@ async def test_rollback_through_the_api_restores_the_previous_revision(api: Api)
     assert answer.status_code == 202
     end = (await api.follow(answer.json()["id"]))[-1][1]
     assert (end["kind"], end["state"], end["revision"]) == ("rollback", "succeeded", "v1")
+
+
+class SlowAtTheEnd:
+    """An observer that takes a while over a deployment's end (a slow notifier, say)."""
+
+    async def on_event(self, event: DeploymentEvent) -> None:
+        if event.kind is EventKind.STATE and DeploymentState(event.data["to"]).terminal:
+            await asyncio.sleep(1.0)  # the work being simulated, not a wait for something
+
+
+async def test_a_deploy_right_after_one_ended_is_accepted_while_it_winds_down(api: Api) -> None:
+    """The stream said v1 ended; its task still tells a slow observer: v2 is accepted, no 409."""
+    api.plane.extra_observers.append(SlowAtTheEnd())
+    await api.follow((await api.deploy("v1")).json()["id"])
+    second = await api.deploy("v2")
+    assert second.status_code == 202, second.text
+    end = (await api.follow(second.json()["id"]))[-1][1]
+    assert (end["state"], end["revision"]) == ("succeeded", "v2")
 
 
 async def test_unknown_names_get_404_and_bad_input_422(api: Api) -> None:

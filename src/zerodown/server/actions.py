@@ -20,6 +20,7 @@ from zerodown.store.base import DeploymentRecord
 log = logging.getLogger(__name__)
 
 START_TIMEOUT = 60.0  # resolving a revision (git) before the record exists; then 202 at once
+SETTLE_TIMEOUT = 10.0  # a deployment that has ended releases its lock and notifies within this
 
 Running = MutableMapping[tuple[str, str], Any]  # (service, environment) -> Deployer
 
@@ -60,6 +61,8 @@ class DeploymentLauncher:
         self.running = running
         self.observers = observers
         self._tasks: set[asyncio.Task[DeploymentRecord]] = set()
+        # The task and deployment id of what runs per (service, environment), once recorded.
+        self._deployments: dict[tuple[str, str], tuple[asyncio.Task[DeploymentRecord], str]] = {}
 
     async def start(
         self,
@@ -69,6 +72,8 @@ class DeploymentLauncher:
     ) -> Started:
         """Run `work` in the background; return once the deployment is recorded."""
         key = (service, environment)
+        if key in self.running:
+            await self._settle(key)
         if key in self.running:
             raise Conflict(f"a deployment of {service}/{environment} is running: wait or abort it")
         loop = asyncio.get_running_loop()
@@ -85,6 +90,7 @@ class DeploymentLauncher:
         if not first.done():
             raise Conflict(f"the deployment of {service}/{environment} did not start in time")
         event = first.result()
+        self._deployments[key] = (task, event.deployment_id)
         state = str(event.data.get("to") or "pending")
         if state == "failed":  # the lock was held, or the revision could not be resolved
             await asyncio.wait({task}, timeout=5.0)
@@ -92,8 +98,19 @@ class DeploymentLauncher:
                 raise Conflict(str(task.exception()))
         return Started(event.deployment_id, state)
 
+    async def _settle(self, key: tuple[str, str]) -> None:
+        """Let a deployment whose record already ended finish its task (it is releasing its lock
+        and telling the observers): a client that saw it end may deploy again at once."""
+        task, deployment_id = self._deployments.get(key, (None, None))
+        if task is None or deployment_id is None or task.done():
+            return
+        if (await self.plane.store.get_deployment(deployment_id)).state.terminal:
+            await asyncio.wait({task}, timeout=SETTLE_TIMEOUT)
+
     def _finished(self, key: tuple[str, str], deployer: Deployer, task: asyncio.Task[Any]) -> None:
         self._tasks.discard(task)
+        if self._deployments.get(key, (None, None))[0] is task:
+            del self._deployments[key]
         if self.running.get(key) is deployer:
             del self.running[key]
         if not task.cancelled() and task.exception() is not None:
