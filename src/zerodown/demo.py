@@ -161,7 +161,8 @@ async def run_demo(root: Path) -> DemoResult:
     versions = ", ".join(f"{v}: {n}" for v, n in sorted(report.versions.items()))
     console.print(
         f"requests sent under load: {report.sent}; failed: {report.failed}; "
-        f"answered by version: {versions}; p99 {report.percentile(99) * 1000:.0f} ms"
+        f"version that answered `/` (the rest were /slow): {versions}; "
+        f"p99 {report.percentile(99) * 1000:.0f} ms"
     )
     for reason, count in report.failures.most_common(5):
         console.print(f"  [red]{count} x {reason}[/red]")
