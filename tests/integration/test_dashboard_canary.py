@@ -145,10 +145,11 @@ def test_promote_button_dismissed_then_confirmed_finishes_the_canary(
 
     # Confirmed: the command is recorded on the timeline and the fleet moves to the new revision.
     confirm(page, "promote", "Promote", served.token, accept=True)
+    expect(timeline.locator("li.ev-step").last).to_contain_text("promote by browser")
+    # The POST's answer came before that event showed, so its request event is in by now.
     assert [url for url in posted if "/api/" in url] == [
         f"{served.url}api/deployments/{deployment}/promote"
     ]
-    expect(timeline.locator("li.ev-step").last).to_contain_text("promote by browser")
     expect(page.locator("#deployment-state")).to_have_text("succeeded", timeout=60_000)
     expect(promote).to_have_count(0)
     expect(page.locator(".live-note")).to_have_count(0)
