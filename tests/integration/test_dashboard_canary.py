@@ -7,6 +7,7 @@ tests/artifacts/dashboard-canary/."""
 from __future__ import annotations
 
 import re
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,13 +17,16 @@ import pytest
 from tests.integration.dashboard_fixtures import (
     ARTIFACTS,
     ServedProject,
+    _run_in_thread,
     browser,
     save_screenshot,
     wait_for,
 )
 from tests.integration.pipeline_fixtures import free_port
 
+from zerodown.config.loader import load_config
 from zerodown.demo import make_repository
+from zerodown.store.sql import open_store
 
 __all__ = ["browser"]  # the fixture, imported so pytest finds it
 
@@ -175,3 +179,31 @@ def test_abort_button_rolls_the_canary_back_with_its_reason(
     shot(page, "4-canary-aborted")
     assert {served.serving() for _ in range(10)} == {old}
     assert errors == []
+
+
+def test_stopping_serve_rolls_back_a_canary_it_runs_and_exits(tmp_path: Path) -> None:
+    """Ctrl-C of `zerodown serve` with a canary waiting for promote: the canary rolls back, serve
+    exits 0, and the router keeps serving the old revision (it hung before, waiting forever)."""
+    served = ServedCanary(tmp_path)
+    first = served.deploy("v1")
+    wait_for(lambda: served.state(first) == "succeeded", 60, "v1 to be deployed")
+    second = served.deploy("v2")
+    wait_for(lambda: served.state(second) == "in_progress", 30, "the v2 canary to start")
+    served.serve.send_signal(signal.SIGINT)
+    assert served.serve.wait(timeout=90) == 0
+    output = Path(served.log.name).read_text()
+    assert "aborted 1 running deployment(s)" in output
+    state, reason = _run_in_thread(_recorded(served.repo, second))
+    assert state == "rolled_back" and reason.startswith("aborted: zerodown serve stopped")
+    assert {served.serving() for _ in range(10)} == {"v1"}
+    served.stop()
+
+
+async def _recorded(repo: Path, deployment_id: str) -> tuple[str, str]:
+    """A deployment's state and reason, read from the history (serve and its API are gone)."""
+    store = open_store(load_config(repo / "zerodown.yml").store_url)
+    try:
+        record = await store.get_deployment(deployment_id)
+        return record.state.value, record.reason or ""
+    finally:
+        await store.close()

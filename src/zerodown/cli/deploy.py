@@ -28,6 +28,7 @@ from zerodown.store.base import DeploymentRecord
 
 console = masked_console(highlight=False)
 T = TypeVar("T")
+SERVE_STOP_ROLLBACK = 120.0  # seconds `serve` waits, when stopped, for its deployments to roll back
 
 ConfigOption = Annotated[
     Path | None, typer.Option("--config", "-c", help="zerodown.yml (default: search upwards).")
@@ -500,6 +501,12 @@ def serve(config: ConfigOption = None) -> None:
                     except ZerodownError as exc:  # history matters less than serving
                         console.print(f"[yellow]metrics rollup skipped: {exc}[/yellow]")
         finally:
+            # Deployments running here roll back now, while the store and router client are open.
+            aborted = await server.abort_running(
+                "aborted: zerodown serve stopped", timeout=SERVE_STOP_ROLLBACK
+            )
+            if aborted:
+                console.print(f"aborted {aborted} running deployment(s): the fleet rolled back")
             if dashboard is not None:
                 await dashboard.stop()
             await server.close()

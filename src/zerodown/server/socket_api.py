@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import json
 import os
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from zerodown.store.base import DeploymentRecord
 
 SOCKET_NAME = "control-plane.sock"
 MAX_LINE = 1024 * 1024
+_ABORT_POLL = 0.05  # seconds between looks at the running deployments while `serve` stops
 
 
 def socket_path(state_dir: Path) -> Path:
@@ -102,6 +104,19 @@ class ControlPlaneServer:
         finally:
             os.umask(old_umask)
         os.chmod(self.path, 0o600)
+
+    async def abort_running(self, reason: str, timeout: float) -> int:
+        """Abort every deployment running in this process (through this socket or the HTTP API,
+        which share `running`) and wait up to `timeout` s for their rollbacks; how many there
+        were. `serve` stops this way, so none is left half-done when its event loop ends."""
+        deployers = list(self._running.values())
+        for deployer in deployers:
+            deployer.abort(reason=reason)
+        deadline = time.monotonic() + timeout
+        # Two servers add and remove entries of `running`: there is no one event to await.
+        while self._running and time.monotonic() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(_ABORT_POLL)
+        return len(deployers)
 
     async def close(self) -> None:
         """Stop listening; running deployments finish (or roll back) on their own."""
