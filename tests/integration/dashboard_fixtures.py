@@ -51,7 +51,7 @@ class ServedProject:
     def __init__(self, repo: Path, api_port: int) -> None:
         self.repo = repo
         # In process: each CLI run pays zerodown's import time again (seconds on a busy box).
-        self.token = _run_in_thread(_create_token(repo, "browser"))
+        self.token = run_in_thread(_create_token(repo, "browser"))
         self.url = f"http://127.0.0.1:{api_port}/"
         self.log = (repo.parent / "serve.log").open("w")
         self.serve = subprocess.Popen(
@@ -97,11 +97,11 @@ class ServedProject:
         self.serve.send_signal(signal.SIGINT)
         self.serve.wait(timeout=60)
         self.log.close()
-        _run_in_thread(_stop_everything(self.repo))
+        run_in_thread(_stop_everything(self.repo))
         return Path(self.log.name).read_text()
 
 
-def _run_in_thread(work: Coroutine[Any, Any, T]) -> T:
+def run_in_thread(work: Coroutine[Any, Any, T]) -> T:
     """Run `work` to its end on a loop of its own: Playwright's sync API holds this thread's."""
     with ThreadPoolExecutor(max_workers=1) as pool:
         return pool.submit(asyncio.run, work).result()

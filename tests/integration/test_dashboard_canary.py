@@ -17,8 +17,8 @@ import pytest
 from tests.integration.dashboard_fixtures import (
     ARTIFACTS,
     ServedProject,
-    _run_in_thread,
     browser,
+    run_in_thread,
     save_screenshot,
     wait_for,
 )
@@ -193,7 +193,7 @@ def test_stopping_serve_rolls_back_a_canary_it_runs_and_exits(tmp_path: Path) ->
     assert served.serve.wait(timeout=90) == 0
     output = Path(served.log.name).read_text()
     assert "aborted 1 running deployment(s)" in output
-    state, reason = _run_in_thread(_recorded(served.repo, second))
+    state, reason = run_in_thread(_recorded(served.repo, second))
     assert state == "rolled_back" and reason.startswith("aborted: zerodown serve stopped")
     assert {served.serving() for _ in range(10)} == {"v1"}
     served.stop()

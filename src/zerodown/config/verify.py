@@ -43,24 +43,29 @@ def _compile(pattern: str) -> str:
     return pattern
 
 
-class JsonAssertion(_Model):
-    """One expectation on a JSON body: the value at `path` exists / equals / matches a regex."""
-
-    path: str = Field(description="JSON path: $.data.token, $.items[0].id, $['a.b'].")
-    exists: bool = Field(True, description="false: the path must NOT resolve.")
-    equals: Any = Field(None, description="The value must equal this (JSON comparison).")
-    matches: str | None = Field(None, description="The value, as text, must match this regex.")
+class _AtJsonPath(_Model):
+    """A model about the value at a JSON `path` (declared by each subclass); a bare string is
+    the path alone, and the path must parse."""
 
     @model_validator(mode="before")
     @classmethod
     def _from_string(cls, data: Any) -> Any:
         return {"path": data} if isinstance(data, str) else data
 
-    @field_validator("path")
+    @field_validator("path", check_fields=False)
     @classmethod
     def _path(cls, value: str) -> str:
         parse_json_path(value)
         return value
+
+
+class JsonAssertion(_AtJsonPath):
+    """One expectation on a JSON body: the value at `path` exists / equals / matches a regex."""
+
+    path: str = Field(description="JSON path: $.data.token, $.items[0].id, $['a.b'].")
+    exists: bool = Field(True, description="false: the path must NOT resolve.")
+    equals: Any = Field(None, description="The value must equal this (JSON comparison).")
+    matches: str | None = Field(None, description="The value, as text, must match this regex.")
 
     @field_validator("matches")
     @classmethod
@@ -139,22 +144,11 @@ class SmokeCheck(_Model):
         return self.name or f"{self.method} {self.path}"
 
 
-class DependencyCheck(_Model):
+class DependencyCheck(_AtJsonPath):
     """One component the app's health endpoint reports (a bare string is the path)."""
 
     path: str = Field(description="JSON path of its status, e.g. $.components.db.status.")
     expect: Any = Field("UP", description="The value that means the component is up.")
-
-    @model_validator(mode="before")
-    @classmethod
-    def _from_string(cls, data: Any) -> Any:
-        return {"path": data} if isinstance(data, str) else data
-
-    @field_validator("path")
-    @classmethod
-    def _path(cls, value: str) -> str:
-        parse_json_path(value)
-        return value
 
 
 class DependenciesConfig(_Model):
