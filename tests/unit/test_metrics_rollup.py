@@ -79,3 +79,21 @@ async def test_collect_writes_each_ended_minute_once_per_revision_and_service(
         assert len(await read_minutes(store)) == 3
     finally:
         await store.close()
+
+
+async def test_the_routers_own_answers_count_in_the_service_row_only(tmp_path: Path) -> None:
+    """503s the router made itself (no target, revision "") go into the whole-service row: they
+    used to get a per-revision row with the same key, and the insert failed (serve crashed)."""
+    store = open_store(f"sqlite:///{tmp_path / 'h.db'}")
+    minute = 1_700_000_040
+    answer = {"period": 10, "datapoints": [_point(minute, "", 30, 30), _point(minute, "r1", 17, 0)]}
+    collector = MetricsCollector(
+        FixedMetrics(answer), store, clock=FakeClock(unix_start=minute + 65.0)
+    )
+    try:
+        assert await collector.collect() == 2
+        rows = {r["revision"]: r for r in await read_minutes(store)}
+        assert set(rows) == {"", "r1"}
+        assert (rows[""]["requests"], rows[""]["responses_5xx"]) == (47, 30)
+    finally:
+        await store.close()

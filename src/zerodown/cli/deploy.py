@@ -498,7 +498,7 @@ def serve(config: ConfigOption = None) -> None:
                     last_rollup = time.monotonic()
                     try:
                         await plane.collect_metrics()
-                    except ZerodownError as exc:  # history matters less than serving
+                    except Exception as exc:  # history matters less than serving: go on
                         console.print(f"[yellow]metrics rollup skipped: {exc}[/yellow]")
         finally:
             # Deployments running here roll back now, while the store and router client are open.

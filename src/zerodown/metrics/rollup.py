@@ -37,6 +37,10 @@ def minute_rows(metrics: Mapping[str, Any], minutes: set[int]) -> list[dict[str,
     rows: list[dict[str, Any]] = []
     with_minute = [{**p, "minute": period_start(p["at"], MINUTE)} for p in points]
     for group in aggregate(with_minute, by=("minute", "service", "revision")):
+        if not group.key["revision"]:
+            # The router's own answers (503 with no target, 413, ...) have no revision: they are
+            # in the whole-service row below, whose key (revision "") they would collide with.
+            continue
         rows.append(
             _row(group, int(group.key["minute"]), group.key["service"], group.key["revision"])
         )
