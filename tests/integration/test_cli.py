@@ -70,3 +70,25 @@ def test_schema_is_generated_from_the_model(tmp_path: Path) -> None:
     assert done.returncode == 0
     schema = json.loads(done.stdout)
     assert "services" in schema["properties"]
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["deploy"], "Missing argument"),
+        (["nosuchcmd"], "No such command 'nosuchcmd'"),
+        (["status", "--bogus"], "No such option: --bogus"),
+    ],
+)
+def test_usage_errors_are_clicks_message_and_exit_2(
+    tmp_path: Path, args: list[str], expected: str
+) -> None:
+    """Through the installed entry point: a usage error is click's message, never a crash."""
+    entry_point = Path(sys.executable).with_name("zerodown")
+    done = subprocess.run(
+        [str(entry_point), *args], cwd=tmp_path, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 2, done.stderr
+    assert expected in done.stderr
+    assert "Usage: zerodown" in done.stderr
+    assert "unexpected error" not in done.stderr

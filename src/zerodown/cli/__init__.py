@@ -11,10 +11,10 @@ import time
 import traceback
 from pathlib import Path
 
-import click
+import typer
+from typer._click.exceptions import ClickException  # typer >= 0.24 bundles its own click
 
 from zerodown.errors import ZerodownError
-from zerodown.secrets.masking import masked_console
 
 EXIT_UNEXPECTED = 70  # EX_SOFTWARE
 
@@ -22,6 +22,7 @@ EXIT_UNEXPECTED = 70  # EX_SOFTWARE
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the `zerodown` command."""
     from zerodown.cli.app import app
+    from zerodown.secrets.masking import masked_console
 
     errors = masked_console(stderr=True, highlight=False)
     try:
@@ -30,14 +31,14 @@ def main(argv: list[str] | None = None) -> None:
     except ZerodownError as exc:
         errors.print(f"[bold red]error:[/bold red] {exc}", soft_wrap=True)
         sys.exit(exc.exit_code)
-    except click.exceptions.Exit as exc:
+    except typer.Exit as exc:
         sys.exit(exc.exit_code)
-    except click.exceptions.Abort:
+    except typer.Abort:
         errors.print("[yellow]aborted[/yellow]")
         sys.exit(130)
-    except click.ClickException as exc:
+    except ClickException as exc:  # usage errors: click's own message and exit code (2)
         exc.show()
-        sys.exit(2)
+        sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         errors.print("[yellow]interrupted[/yellow]")
         sys.exit(130)
