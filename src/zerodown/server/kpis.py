@@ -9,14 +9,21 @@ PostgreSQL), so 10,000 deployments take milliseconds, not a replay of every reco
 - deploy duration: started -> finished of finished deployments (mean, and p95 by nearest rank);
 - rollbacks: automatic (ended `rolled_back`) and manual (`zerodown rollback`); rollback time is
   the automatic rollback's own time (its `rollback_started` event -> finished);
-- time to restore: a failed or rolled-back deploy's start -> the end of the next succeeded
-  deployment of the same service and environment (deploys with none yet count as unrestored);
+- time to restore: a failed or rolled-back deploy's start -> when the fleet served healthy again:
+  its own end when it was rolled back (the previous revision serves again) or failed without
+  touching the fleet (no instance started, drained or stopped: what served still serves), else the
+  end of the next succeeded deployment of the same service and environment (none yet:
+  unrestored);
 - change failure rate: deploys that failed or were rolled back, plus succeeded deploys whose next
   deployment was a manual rollback, over finished deploys;
 - lead time: commit time -> end of the succeeded deploy (mean and median);
 - downtime: seconds with zero healthy targets from the router's per-minute rollups
-  (`metric_minutes.zero_healthy_seconds`); "not measured" (None) when the route has no rollup in
-  the period.
+  (`metric_minutes.zero_healthy_seconds`, which the router counts only once the route has had a
+  target serving: a first deploy is no outage); "not measured" (None) when the route has no rollup
+  in the period.
+
+Only the configured (service, environment) pairs are listed when the caller names them (`groups`):
+an environment removed from zerodown.yml keeps its history in the store but leaves the KPIs.
 """
 
 from __future__ import annotations
@@ -50,6 +57,8 @@ deployments = sa.table(
     sa.column("commit_time"),
 )
 events = sa.table("events", sa.column("deployment_id"), sa.column("kind"), sa.column("at"))
+# Events that only a deployment which changed the fleet records (Fleet.launch / drain / stop).
+_FLEET_CHANGES = ["instance_starting", "drain_started", "instance_stopped", "rollback_started"]
 
 
 @dataclass(frozen=True)
@@ -257,7 +266,7 @@ def _percentile(
 def _restores(conn: Connection, where: list[sa.ColumnElement[bool]]) -> dict[Group, dict[str, Any]]:
     d = deployments.c
     later = deployments.alias("later")
-    restored_at = (
+    next_success = (
         sa.select(later.c.finished_at)
         .where(
             later.c.service == d.service,
@@ -268,6 +277,18 @@ def _restores(conn: Connection, where: list[sa.ColumnElement[bool]]) -> dict[Gro
         .order_by(later.c.created_at)
         .limit(1)
         .scalar_subquery()
+    )
+    changed_fleet = (
+        sa.select(events.c.deployment_id)
+        .where(events.c.deployment_id == d.id, events.c.kind.in_(_FLEET_CHANGES))
+        .exists()
+    )
+    # Rolled back: the previous revision serves again at its end; failed without touching the
+    # fleet: what served before never stopped. Otherwise the next success restored it.
+    restored_at = sa.case(
+        (d.state == DeploymentState.ROLLED_BACK.value, d.finished_at),
+        (~changed_fleet, d.finished_at),
+        else_=next_success,
     )
     broken = (
         sa.select(
@@ -378,11 +399,11 @@ def compute_kpis_sync(
     until: float,
     service: str | None = None,
     environment: str | None = None,
-    groups: Sequence[Group] = (),
+    groups: Sequence[Group] | None = None,
     targets: Targets | None = None,
 ) -> list[ServiceKpis]:
-    """KPIs per (service, environment) that had deployments in [since, until), plus `groups`
-    (the configured ones, so a quiet service still shows up with zeros)."""
+    """KPIs per (service, environment): exactly `groups` when given (the configured ones: a quiet
+    one shows zeros, a removed one is left out), else every one with deployments in the period."""
     targets = targets or Targets()
     where = _scope(since, until, service, environment)
     with engine.connect() as conn:
@@ -403,12 +424,15 @@ def compute_kpis_sync(
         restores = _restores(conn, where)
         rollbacks = _rollback_times(conn, where)
         reverted = _reverted(conn, since, until, _scope(since, None, service, environment))
-        wanted = [
-            g
-            for g in groups
-            if (service is None or g[0] == service) and (environment is None or g[1] == environment)
-        ]
-        keys = sorted(set(totals) | set(wanted))
+        if groups is None:
+            keys = sorted(totals)
+        else:
+            keys = sorted(
+                g
+                for g in set(groups)
+                if (service is None or g[0] == service)
+                and (environment is None or g[1] == environment)
+            )
         downtime = _downtime(conn, since, until, keys)
     result = []
     for key in keys:
@@ -450,7 +474,7 @@ async def compute_kpis(
     until: float | None = None,
     service: str | None = None,
     environment: str | None = None,
-    groups: Sequence[Group] = (),
+    groups: Sequence[Group] | None = None,
     targets: Targets | None = None,
 ) -> list[ServiceKpis]:
     """`compute_kpis_sync` over the last `days` days, in a worker thread."""
