@@ -141,9 +141,12 @@ class _RouteHealth:
     unhealthy_max: int
     zero_seconds: float = 0.0
     mark: float = 0.0  # when zero_seconds was last brought up to date
+    # A route that has never had a target serving is being set up (a first deploy), not down:
+    # zero_seconds counts only once one has served.
+    served: bool = False
 
     def advance(self, until: float) -> None:
-        if self.serving == 0 and until > self.mark:
+        if self.serving == 0 and self.served and until > self.mark:
             self.zero_seconds += until - self.mark
         self.mark = max(self.mark, until)
 
@@ -233,12 +236,13 @@ class MetricsRecorder:
             known = self._health.get(service)
             if known is None:
                 self._health[service] = _RouteHealth(
-                    healthy, unhealthy, serving, healthy, unhealthy, mark=now
+                    healthy, unhealthy, serving, healthy, unhealthy, mark=now, served=serving > 0
                 )
                 continue
             state = known
             state.advance(now)
             state.healthy, state.unhealthy, state.serving = healthy, unhealthy, serving
+            state.served = state.served or serving > 0
             state.healthy_min = min(state.healthy_min, healthy)
             state.unhealthy_max = max(state.unhealthy_max, unhealthy)
 
