@@ -23,7 +23,12 @@ from zerodown.engine.deployer import Deployer, DeployRequest
 from zerodown.engine.events import DeploymentState
 from zerodown.errors import ConfigError, ZerodownError
 from zerodown.secrets.masking import masked_console
-from zerodown.server.views import deployment_view, fleet_view
+from zerodown.server.views import (
+    deployment_view,
+    fleet_revision_label,
+    fleet_view,
+    record_revision_label,
+)
 from zerodown.store.base import DeploymentRecord
 
 console = masked_console(highlight=False)
@@ -172,12 +177,13 @@ def _finish(record: DeploymentRecord) -> None:
     if record.state is DeploymentState.SUCCEEDED:
         console.print(
             f"[bold green]succeeded[/bold green] {record.service}/{record.environment} "
-            f"{record.revision[:12]} in {seconds} (deployment {record.id[:8]})"
+            f"{record_revision_label(record)} in {seconds} (deployment {record.id[:8]})"
         )
         raise typer.Exit(0)
     console.print(
         f"[bold red]{record.state.value}[/bold red] {record.service}/{record.environment} "
-        f"{record.revision[:12]} after {seconds}: {record.reason} (deployment {record.id[:8]})",
+        f"{record_revision_label(record)} after {seconds}: {record.reason} "
+        f"(deployment {record.id[:8]})",
         soft_wrap=True,
     )
     raise typer.Exit(1)
@@ -310,8 +316,8 @@ def status(as_json: JsonOption = False, config: ConfigOption = None) -> None:
         last = item.last
         console.print(
             f"[bold]{item.service}/{item.environment}[/bold]  revision "
-            f"{(item.revision or '-')[:12]}  healthy {healthy}"
-            + (f"  last: {last.state.value} {last.revision[:12]}" if last else "")
+            f"{fleet_revision_label(item, item.revision)}  healthy {healthy}"
+            + (f"  last: {last.state.value} {record_revision_label(last)}" if last else "")
             + (f" ({last.reason})" if last and last.reason else ""),
             soft_wrap=True,
         )
@@ -326,7 +332,7 @@ def status(as_json: JsonOption = False, config: ConfigOption = None) -> None:
             table.add_row(
                 t.spec.target_id,
                 t.spec.address,
-                t.spec.revision[:12],
+                fleet_revision_label(item, t.spec.revision),
                 health,
                 str(t.spec.weight),
                 str(t.inflight),
@@ -338,10 +344,13 @@ def history(
     service: Annotated[str | None, typer.Argument(help="Only this service.")] = None,
     env: Annotated[str | None, typer.Option("--env", "-e", help="Only this environment.")] = None,
     limit: Annotated[int, typer.Option(help="How many.")] = 20,
+    wide: Annotated[
+        bool, typer.Option("--wide", "-w", help="Whole reasons, however long.")
+    ] = False,
     as_json: JsonOption = False,
     config: ConfigOption = None,
 ) -> None:
-    """Past deployments, newest first."""
+    """Past deployments, newest first; a reason below its row, cut to fit (--wide: whole)."""
 
     async def work(plane: ControlPlane) -> list[DeploymentRecord]:
         return await plane.store.list_deployments(service=service, environment=env, limit=limit)
@@ -350,34 +359,50 @@ def history(
     if as_json:
         print(json.dumps([_record_json(r) for r in records], indent=2))
         return
-    table = Table()
-    for column in (
-        "id",
-        "when",
-        "service",
-        "env",
-        "revision",
-        "kind",
-        "state",
-        "duration",
-        "actor",
-        "reason",
-    ):
-        table.add_column(column, overflow="fold")
-    for r in records:
-        table.add_row(
+    if not records:
+        console.print("no deployments yet")
+        return
+    header, *rows = _history_columns(records)
+    widths = [max(len(row[i]) for row in (header, *rows)) for i in range(len(header))]
+    console.print(
+        "  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)).rstrip(),
+        style="bold",
+        markup=False,
+        highlight=False,
+        soft_wrap=True,
+    )
+    for record, row in zip(records, rows, strict=True):
+        line = "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
+        console.print(line, markup=False, highlight=False, soft_wrap=True)
+        # The reason on its own line, cut to the terminal ("…") unless --wide asks for all of it
+        # (one reason folded into a table column took 37 lines at 80 columns).
+        reason = " ".join((record.reason or "").split())
+        if reason:
+            console.print(
+                f"  {reason}",
+                markup=False,
+                highlight=False,
+                style="dim",
+                **({"soft_wrap": True} if wide else {"no_wrap": True, "overflow": "ellipsis"}),
+            )
+
+
+def _history_columns(records: list[DeploymentRecord]) -> list[tuple[str, ...]]:
+    """`zerodown history`'s header and one row per deployment (the reason goes below)."""
+    header: tuple[str, ...] = ("id", "when", "service", "env", "revision", "state", "took", "actor")
+    return [header] + [
+        (
             r.id[:8],
-            time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r.created_at)),
+            time.strftime("%m-%d %H:%M", time.localtime(r.created_at)),
             r.service,
             r.environment,
-            r.revision[:12],
-            r.kind,
-            r.state.value,
+            record_revision_label(r),
+            r.state.value + ("" if r.kind == "deploy" else f" ({r.kind})"),
             f"{r.duration:.1f}s" if r.duration is not None else "-",
             r.actor,
-            r.reason or "",
         )
-    console.print(table)
+        for r in records
+    ]
 
 
 def logs(

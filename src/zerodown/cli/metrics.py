@@ -125,7 +125,10 @@ def alarms(
 ) -> None:
     """Every alarm's state now (judged on the router's metrics) and the recent transitions."""
 
+    config_file: list[Path] = []  # for the hint when nothing is configured
+
     async def work(plane: ControlPlane) -> dict[str, Any]:
+        config_file.append(plane.loaded.path)
         wanted = _routes(plane, None, env)
         data = await _router_metrics(plane, None)
         states = []
@@ -153,7 +156,14 @@ def alarms(
         typer.echo(json.dumps(result, indent=2))
         return
     if not result["alarms"]:
-        console.print("no alarms configured (environments: alarms: [preset: seed])")
+        # markup off: rich would take "[{preset: seed}]" for a style tag and print nothing of it
+        where = f"environment {env!r}" if env else "an environment"
+        console.print(
+            f"no alarms configured: add `alarms: [{{preset: seed}}]` to {where} in "
+            f"{config_file[0].name if config_file else 'zerodown.yml'} (the four seed alarms)",
+            markup=False,
+            soft_wrap=True,
+        )
     else:
         table = Table("service", "env", "alarm", "state", "condition")
         for item in result["alarms"]:

@@ -43,6 +43,7 @@ from zerodown.engine.recorder import EventRecorder, NullSink
 from zerodown.engine.strategies import StrategyContext, strategy_for
 from zerodown.errors import BuildFailed, ConfigError, DeploymentAborted, LockHeld, ZerodownError
 from zerodown.health.checks import Prober
+from zerodown.refs import REF_LABEL, given_ref
 from zerodown.revisions import commit_info, prepare_release, resolve_revision
 from zerodown.routers.base import Router
 from zerodown.runtimes.base import Runtime
@@ -523,6 +524,8 @@ class Deployer:
             commit_time=commit_time,
             holder_pid=pid,
             holder_start=process_start_ticks(pid),
+            # the tag or branch the user named, so history and status can say "v2 (1f03ba05)"
+            labels={REF_LABEL: ref} if (ref := given_ref(request.revision, revision)) else {},
         )
 
     async def _lock(self, run: DeploymentRun, wait: float | None) -> None:

@@ -6,7 +6,27 @@ from typing import Any
 
 from zerodown.control_plane import FleetStatus
 from zerodown.engine.events import DeploymentEvent
+from zerodown.refs import REF_LABEL, revision_label
 from zerodown.store.base import DeploymentRecord
+
+
+def record_revision_label(record: DeploymentRecord) -> str:
+    """A deployment's revision as a user reads it: `v2 (1f03ba05)`, or the short sha."""
+    return revision_label(record.revision, record.labels.get(REF_LABEL))
+
+
+def _ref_names(*records: DeploymentRecord | None) -> dict[str, str]:
+    """sha -> the ref a deployment of it was named by (the newest record wins)."""
+    names: dict[str, str] = {}
+    for record in reversed([r for r in records if r is not None]):
+        if ref := record.labels.get(REF_LABEL):
+            names[record.revision] = ref
+    return names
+
+
+def fleet_revision_label(item: FleetStatus, sha: str | None) -> str:
+    """A revision running in a fleet, named by the ref its live or last deployment used."""
+    return revision_label(sha, _ref_names(item.last, item.live).get(sha or ""))
 
 
 def deployment_view(record: DeploymentRecord) -> dict[str, Any]:
@@ -16,6 +36,7 @@ def deployment_view(record: DeploymentRecord) -> dict[str, Any]:
         "service": record.service,
         "environment": record.environment,
         "revision": record.revision,
+        "revision_label": record_revision_label(record),
         "previous_revision": record.previous_revision,
         "kind": record.kind,
         "strategy": record.strategy,
@@ -54,6 +75,7 @@ def fleet_view(item: FleetStatus) -> dict[str, Any]:
                     "instance": t.spec.target_id,
                     "address": t.spec.address,
                     "revision": t.spec.revision,
+                    "revision_label": fleet_revision_label(item, t.spec.revision),
                     "weight": t.spec.weight,
                     "health": t.health.value,
                     "draining": t.draining,
@@ -65,6 +87,7 @@ def fleet_view(item: FleetStatus) -> dict[str, Any]:
         "environment": item.environment,
         "route": f"{item.service}.{item.environment}",
         "revision": item.revision,
+        "revision_label": fleet_revision_label(item, item.revision) if item.revision else None,
         "live": deployment_view(item.live) if item.live else None,
         "healthy": item.route.healthy_count if item.route else 0,
         "targets": targets,
@@ -72,6 +95,7 @@ def fleet_view(item: FleetStatus) -> dict[str, Any]:
             {
                 "instance": i.instance_id,
                 "revision": i.revision,
+                "revision_label": fleet_revision_label(item, i.revision),
                 "state": i.state.value,
                 "pid": i.pid,
                 "port": i.port,
