@@ -7,7 +7,7 @@
     ├── BuildFailed              resolving, exporting or building a revision failed
     ├── DeploymentAborted        a user aborted the deployment (Ctrl-C, `zerodown abort`)
     ├── IllegalTransition        a state machine was asked for a move its table forbids
-    ├── LockHeld                 another deployment holds the service+environment lock
+    ├── LockHeld                 another deployment holds the service+environment lock: exit 2
     ├── RouterError              the router (any backend) refused or could not be reached
     │   └── RouterUnavailable    no router answers on the control socket
     ├── RuntimeBackendError      a runtime backend failed to start/stop/inspect an instance
@@ -85,7 +85,10 @@ class IllegalTransition(ZerodownError):
 
 
 class LockHeld(ZerodownError):
-    """Another deployment holds the lock of this service and environment."""
+    """Another deployment holds the lock of this service and environment. The request is
+    refused (exit code 2) and never becomes a deployment."""
+
+    exit_code = 2
 
 
 class RouterError(ZerodownError):

@@ -184,3 +184,76 @@ def test_deploy_goes_through_a_running_serve_and_serve_stopping_keeps_traffic(
     assert serve.returncode == 0, output
     assert "zerodown serve stopped" in output
     assert project.get().json()["version"] == "v1"  # the data plane outlives the control plane
+
+
+def _hold_new_instances(project: Project) -> Path:
+    """While the returned file exists, new instances wait in a hook (the deploy stays running)."""
+    hold = project.repo.parent / "hold"
+    config = project.repo / "zerodown.yml"
+    hook = f"    hooks: {{BeforeAllowTraffic: 'while [ -e {hold} ]; do sleep 0.1; done'}}\n"
+    config.write_text(config.read_text().replace("    instances: 2\n", "    instances: 2\n" + hook))
+    return hold
+
+
+def test_refused_deploy_does_not_disturb_the_running_one_and_abort_never_kills_serve(
+    project: Project,
+) -> None:
+    """A second deploy through serve is refused (exit 2, not recorded); `zerodown abort` then
+    reaches the running deployment through serve, and serve survives it."""
+    hold = _hold_new_instances(project)
+    serve = project.spawn("serve")
+    try:
+        sock = project.repo / ".zerodown" / "control-plane.sock"
+        _wait_for(sock.exists, 60, "zerodown serve to listen")
+        assert project.run("deploy", "web", "--env", "prod", "-r", "v1").returncode == 0
+        hold.touch()
+        first = project.spawn("deploy", "web", "--env", "prod", "-r", "v2")
+        _wait_for(lambda: _lock_held(project), 60, "the v2 deployment to start")
+        second = project.run("deploy", "web", "--env", "prod", "-r", "v3")
+        assert second.returncode == 2, second.stdout + second.stderr
+        assert "being deployed" in second.stderr
+        aborted = project.run("abort", "web", "--env", "prod")
+        assert aborted.returncode == 0, aborted.stderr
+        assert "asked zerodown serve to abort" in aborted.stdout
+        output, _ = first.communicate(timeout=120)
+        assert first.returncode == 1, output
+        assert "aborted by `zerodown abort`" in output
+        assert serve.poll() is None, "zerodown serve died"
+        history = json.loads(project.run("history", "--json").stdout)
+        assert [h["revision"] for h in history] == [project.sha("v2"), project.sha("v1")]
+        assert project.get().json()["version"] == "v1"
+    finally:
+        hold.unlink(missing_ok=True)
+        serve.send_signal(signal.SIGINT)
+        output, _ = serve.communicate(timeout=120)
+    assert serve.returncode == 0, output
+
+
+def test_refused_requests_exit_2_and_are_not_deployments(project: Project) -> None:
+    """An unknown revision and a held lock: exit 2, nothing recorded, `status` and the KPIs
+    still show the last real deployment."""
+    assert project.run("deploy", "web", "--env", "prod", "-r", "v1").returncode == 0
+    unknown = project.run("deploy", "web", "--env", "prod", "-r", "v99")
+    assert unknown.returncode == 2, unknown.stdout + unknown.stderr
+    assert "unknown revision 'v99'" in unknown.stderr
+    hold = _hold_new_instances(project)
+    hold.touch()
+    running = project.spawn("deploy", "web", "--env", "prod", "-r", "v2")
+    try:
+        _wait_for(lambda: _lock_held(project), 60, "the v2 deployment to start")
+        locked = project.run("deploy", "web", "--env", "prod", "-r", "v1")
+        assert locked.returncode == 2, locked.stdout + locked.stderr
+        assert "being deployed" in locked.stderr
+    finally:
+        hold.unlink()
+        running.communicate(timeout=120)
+    assert running.returncode == 0
+    history = json.loads(project.run("history", "--json").stdout)
+    assert [(h["revision"], h["state"]) for h in history] == [
+        (project.sha("v2"), "succeeded"),
+        (project.sha("v1"), "succeeded"),
+    ]
+    kpis = project.run("kpis", "--json")
+    assert kpis.returncode == 0, kpis.stderr
+    prod = [k for k in json.loads(kpis.stdout) if k["environment"] == "prod"]
+    assert prod[0]["deployments"] == 2 and prod[0]["deploys_failed"] == 0

@@ -141,14 +141,15 @@ async def test_build_failure_fails_before_anything_is_touched(tmp_path: Path) ->
 
 
 async def test_lock_held_raises_and_starts_nothing(tmp_path: Path) -> None:
-    """Another live deployment holds the lock: LockHeld, recorded failed, nothing started."""
+    """Another live deployment holds the lock: LockHeld (exit 2), nothing recorded or started."""
     harness = await _on_v1(tmp_path)
     harness.journal.clear()
+    before = await harness.store.list_deployments()
     harness.store.locks[("api", "prod")] = LockHolder("other", 1, 1, "host", 0.0)
-    with pytest.raises(LockHeld):
+    with pytest.raises(LockHeld) as refused:
         await harness.deploy("v2")
-    newest = (await harness.store.list_deployments())[0]
-    assert newest.state is DeploymentState.FAILED and newest.revision == "v2"
+    assert refused.value.exit_code == 2
+    assert await harness.store.list_deployments() == before
     assert harness.journal == []
 
 

@@ -263,12 +263,19 @@ def abort(
 
     async def work(plane: ControlPlane) -> None:
         check_target(plane.loaded, service, env)
-        if await _abort_through_serve(plane.loaded, service, env):
+        serve_pid = await _serve_pid(plane.loaded)
+        if serve_pid is not None and await _abort_through_serve(plane.loaded, service, env):
             console.print(f"asked zerodown serve to abort {service}/{env}; it rolls the fleet back")
             return
         holder = await plane.store.lock_holder(service, env)
         if holder is None:
             raise ConfigError(f"no deployment of {service}/{env} is running: nothing to abort")
+        if holder.pid in (serve_pid, os.getpid()):
+            # Only a `zerodown deploy` process takes SIGUSR1 as "abort"; serve never gets one.
+            raise ConfigError(
+                f"deployment {holder.deployment_id[:8]} is being finished by zerodown serve "
+                f"(pid {holder.pid}) after a crash: it cannot be aborted; wait for it to end"
+            )
         try:
             os.kill(holder.pid, signal.SIGUSR1)
         except ProcessLookupError:
@@ -284,12 +291,21 @@ def abort(
     open_and_run(config, work, recover=False)
 
 
-async def _abort_through_serve(loaded: LoadedConfig, service: str, env: str) -> bool:
-    """True if a running `zerodown serve` runs this deployment and took the abort."""
+async def _serve_pid(loaded: LoadedConfig) -> int | None:
+    """The pid of the `zerodown serve` that answers on this state dir, if one does."""
     from zerodown.server.socket_api import call, serve_is_running
 
     if not await serve_is_running(loaded.state_dir):
-        return False
+        return None
+    async for answer in call(loaded.state_dir, {"op": "ping"}):
+        return int(answer["pid"]) if answer.get("ok") else None
+    return None
+
+
+async def _abort_through_serve(loaded: LoadedConfig, service: str, env: str) -> bool:
+    """True if the running `zerodown serve` runs this deployment and took the abort."""
+    from zerodown.server.socket_api import call
+
     request = {"op": "abort", "service": service, "environment": env}
     async for answer in call(loaded.state_dir, request):
         return bool(answer.get("ok"))
@@ -503,6 +519,11 @@ def serve(config: ConfigOption = None) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
+        # SIGUSR1's default action would end serve without a word; it aborts CLI deploys only.
+        loop.add_signal_handler(
+            signal.SIGUSR1,
+            lambda: console.print("[yellow]SIGUSR1 ignored: use `zerodown abort`[/yellow]"),
+        )
         listen = ", ".join(f"http://{address}/" for address in loaded.config.router.listen)
         console.print(
             f"zerodown serve: router on {listen}; control plane on {server.path} "

@@ -359,32 +359,27 @@ class Deployer:
     ) -> DeploymentRecord:
         """Run one deployment to a terminal state and return its record.
 
-        Raises ConfigError (nothing recorded), LockHeld (recorded failed, nothing started), or
-        CancelledError after the rollback a cancellation caused has finished.
+        A refused request is not a deployment: ConfigError (an unknown service, environment or
+        revision) and LockHeld (another deployment runs) are raised before anything is recorded
+        or started. CancelledError comes after the rollback a cancellation caused has finished.
         """
         service, environment = self.lookup(request.service, request.environment)
         check_plan(environment.strategy, service.instances)
         strategy = strategy_for(environment.strategy)
-        revision, message, commit_time, early = await self._resolve(service, request.revision)
+        revision, message, commit_time = await self._resolve(service, request.revision)
         record = self._new_record(request, revision, message, commit_time, environment.strategy)
-        await self.store.create_deployment(record)
-        run = DeploymentRun(self, record, service, environment)
+        # The lock comes before the record: a deployment that never got it never existed.
+        await self._lock(record, wait_for_lock)
         try:
-            if early is not None:
-                await run.transition(DeploymentState.FAILED, reason=early)
-                return run.record
-            try:
-                await self._lock(run, wait_for_lock)
-            except LockHeld as exc:
-                await run.transition(DeploymentState.FAILED, reason=str(exc))
-                raise
+            await self.store.create_deployment(record)
+            run = DeploymentRun(self, record, service, environment)
             try:
                 await self._execute(run, strategy)
             finally:
-                await self.store.release_lock(record.service, record.environment, record.id)
+                await run.recorder.close()
             return run.record
         finally:
-            await run.recorder.close()
+            await self.store.release_lock(record.service, record.environment, record.id)
 
     # -- the steps ----------------------------------------------------------------------------
 
@@ -489,17 +484,18 @@ class Deployer:
 
     async def _resolve(
         self, service: ServiceConfig, revision: str
-    ) -> tuple[str, str | None, float | None, str | None]:
-        """(revision to record, commit message, commit time, early failure reason)."""
+    ) -> tuple[str, str | None, float | None]:
+        """(revision to record, commit message, commit time); ConfigError for a revision the
+        source repository does not have (bad input: nothing is recorded)."""
         if service.source is None:
-            return revision, None, None, None
+            return revision, None, None
         repo = self.loaded.root / service.source.repo
         try:
             sha = await resolve_revision(repo, revision)
             message, commit_time = await commit_info(repo, sha)
         except BuildFailed as exc:
-            return revision, None, None, f"build failed: {exc}; nothing was changed"
-        return sha, message, commit_time, None
+            raise ConfigError(f"{exc}; nothing was deployed", field="--revision") from exc
+        return sha, message, commit_time
 
     def _new_record(
         self,
@@ -528,8 +524,7 @@ class Deployer:
             labels={REF_LABEL: ref} if (ref := given_ref(request.revision, revision)) else {},
         )
 
-    async def _lock(self, run: DeploymentRun, wait: float | None) -> None:
-        record = run.record
+    async def _lock(self, record: DeploymentRecord, wait: float | None) -> None:
         holder = this_process_holder(record.id, now=self.clock.time())
         deadline = self.clock.monotonic() + (wait or 0.0)
         while True:

@@ -86,17 +86,15 @@ class DeploymentLauncher:
         both: set[asyncio.Future[Any]] = {first, task}
         await asyncio.wait(both, timeout=START_TIMEOUT, return_when=asyncio.FIRST_COMPLETED)
         if not first.done() and task.done():
-            task.result()  # ConfigError and friends: nothing was recorded
+            # Refused before anything was recorded: the lock is held, or bad input.
+            if isinstance(task.exception(), LockHeld):
+                raise Conflict(str(task.exception()))
+            task.result()  # ConfigError and friends
         if not first.done():
             raise Conflict(f"the deployment of {service}/{environment} did not start in time")
         event = first.result()
         self._deployments[key] = (task, event.deployment_id)
-        state = str(event.data.get("to") or "pending")
-        if state == "failed":  # the lock was held, or the revision could not be resolved
-            await asyncio.wait({task}, timeout=5.0)
-            if task.done() and isinstance(task.exception(), LockHeld):
-                raise Conflict(str(task.exception()))
-        return Started(event.deployment_id, state)
+        return Started(event.deployment_id, str(event.data.get("to") or "pending"))
 
     async def _settle(self, key: tuple[str, str]) -> None:
         """Let a deployment whose record already ended finish its task (it is releasing its lock

@@ -78,6 +78,23 @@ class _StreamObserver:
                 await self.send({"event": event_to_dict(event)})
 
 
+class _Registration:
+    """Enters a deployer in `running` at its deployment's first event. The engine records a
+    deployment only once it holds the lock, so a request that is refused (the lock held, bad
+    input) never touches the entry of the deployment that runs."""
+
+    def __init__(self, running: dict[tuple[str, str], Any], key: tuple[str, str]) -> None:
+        self.running = running
+        self.key = key
+        self.deployer: Any = None  # set right after the deployer is made
+        self.entered = False
+
+    async def on_event(self, event: DeploymentEvent) -> None:
+        if not self.entered:
+            self.entered = True
+            self.running[self.key] = self.deployer
+
+
 class ControlPlaneServer:
     """Serves the CLI on a unix socket while `zerodown serve` runs."""
 
@@ -166,9 +183,10 @@ class ControlPlaneServer:
             return
         if op not in ("deploy", "rollback"):
             raise ConfigError(f"unknown op {op!r}: use ping, deploy, rollback or abort")
+        key = (service, environment)
         observer = _StreamObserver(send)
-        deployer = self.plane.deployer([observer])
-        self._running[(service, environment)] = deployer
+        registration = _Registration(self._running, key)
+        deployer = registration.deployer = self.plane.deployer([observer, registration])
         try:
             actor = str(request.get("actor") or "unknown")
             if op == "rollback":
@@ -178,7 +196,10 @@ class ControlPlaneServer:
                 deploy = DeployRequest(service, environment, str(request["revision"]), actor)
                 record = await deployer.deploy(deploy, wait_for_lock=request.get("wait_for_lock"))
         finally:
-            self._running.pop((service, environment), None)
+            # A request that was refused (the lock held, bad input) never registered: the
+            # running deployment of this service+environment keeps its entry.
+            if self._running.get(key) is deployer:
+                del self._running[key]
         await send({"ok": True, "record": record_to_dict(record)})
 
 
