@@ -1,13 +1,24 @@
-"""Live progress of a deployment in the terminal: one line per step, as it happens."""
+"""Live progress of a deployment in the terminal: one line per step, as it happens.
+
+Without `--verbose`, repetitive events are summarised: the probes of a starting instance become
+a "waiting for ... to become healthy" line when their result changes or every few seconds, and
+a canary analysis is printed only when it says something new.
+"""
 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
+from typing import Any
 
 from rich.console import Console
 
 from zerodown.engine.events import DeploymentEvent, EventKind
+from zerodown.refs import revision_label
 from zerodown.secrets.masking import global_masker
+
+PROBE_SUMMARY_EVERY = 5.0  # seconds between two "waiting for" lines of one instance
+ANALYSIS_EVERY = 10.0  # seconds between two analysis lines of one step and verdict
 
 _STYLE = {
     EventKind.STATE: "bold",
@@ -21,23 +32,42 @@ _STYLE = {
     EventKind.ROLLBACK_FINISHED: "bold yellow",
     EventKind.HOOK_OUTPUT: "dim",
 }
+_NAMES_REVISION = (EventKind.BUILD, EventKind.DECISION, EventKind.STEP)
+
+
+@dataclass
+class _HealthWait:
+    """The probes of one starting instance, as far as the terminal has been told."""
+
+    since: float  # the first probe's time
+    probes: int = 0
+    printed_at: float | None = None
+    printed: tuple[str, bool] | None = None  # (last detail, start period running) last shown
 
 
 class ConsoleProgress:
-    """A `DeploymentObserver` that prints each event with the time since the deployment began."""
+    """A `DeploymentObserver` that prints each event with the time since the deployment began.
 
-    def __init__(self, console: Console, *, verbose: bool = False) -> None:
+    `ref`: the tag or branch the user deployed, so lines name the revision `v2 (1f03ba05)`.
+    """
+
+    def __init__(self, console: Console, *, verbose: bool = False, ref: str | None = None) -> None:
         self.console = console
         self.verbose = verbose
+        self.ref = ref
         self.started = time.monotonic()
+        self._sha: str | None = None
+        self._waits: dict[str, _HealthWait] = {}
+        self._analysis: tuple[Any, Any, str, float] | None = None  # step, verdict, text, at
 
     async def on_event(self, event: DeploymentEvent) -> None:
-        if not self.verbose and self._routine(event):
+        text = event.message if self.verbose else self._summary(event)
+        if text is None:
             return
         style = _STYLE.get(event.kind, "")
         offset = time.monotonic() - self.started
         # masked again here: events from `zerodown serve` or a replayed history pass through too
-        text = global_masker().mask(event.message).replace("[", "\\[")
+        text = self._name_revision(event, global_masker().mask(text)).replace("[", "\\[")
         self.console.print(
             f"[dim]{offset:7.2f}s[/dim] [{style}]{text}[/{style}]"
             if style
@@ -45,12 +75,67 @@ class ConsoleProgress:
             soft_wrap=True,
         )
 
-    @staticmethod
-    def _routine(event: DeploymentEvent) -> bool:
-        """Events only `--verbose` shows: passing probes, "connection refused" while an instance
-        boots (expected), and hook output lines."""
+    def _summary(self, event: DeploymentEvent) -> str | None:
+        """The line to print for `event` without `--verbose`, or None to print nothing."""
         if event.kind is EventKind.HOOK_OUTPUT:
-            return True
-        if event.kind is not EventKind.HEALTH_PROBE:
-            return False
-        return bool(event.data.get("ok", True)) or "refused" in str(event.data.get("detail", ""))
+            return None
+        if event.kind is EventKind.HEALTH_PROBE:
+            return self._probe(event)
+        if event.kind in (EventKind.INSTANCE_HEALTHY, EventKind.INSTANCE_FAILED):
+            self._waits.pop(str(event.data.get("instance")), None)
+        if event.kind is EventKind.ANALYSIS:
+            return self._analysed(event)
+        return event.message
+
+    def _probe(self, event: DeploymentEvent) -> str | None:
+        """A summary of a starting instance's probes when their result changed, or every
+        PROBE_SUMMARY_EVERY seconds; passes, and "connection refused" while it boots, quietly."""
+        data = event.data
+        instance = str(data.get("instance"))
+        wait = self._waits.setdefault(instance, _HealthWait(since=event.at))
+        wait.probes += 1
+        if data.get("ok", True):
+            return None
+        detail = str(data.get("detail", ""))
+        period, left = _number(data.get("start_period")), _number(data.get("start_period_left"))
+        shown = (detail, left > 0)
+        booting = "refused" in detail and wait.printed is None  # expected while it starts
+        changed = shown != wait.printed and not booting
+        due = event.at - (wait.printed_at or wait.since) >= PROBE_SUMMARY_EVERY
+        if not (changed or due):
+            return None
+        wait.printed_at, wait.printed = event.at, shown
+        if left > 0:
+            phase = (
+                f"start period {period:g} s running ({left:.0f} s left, failures do not count); "
+            )
+        elif period > 0:
+            phase = f"start period ({period:g} s) over; "
+        else:
+            phase = ""
+        probes = f"{wait.probes} probe{'' if wait.probes == 1 else 's'}"
+        return f"waiting for {instance} to become healthy: {phase}{probes}, last: {detail}"
+
+    def _analysed(self, event: DeploymentEvent) -> str | None:
+        """A canary analysis when its step or verdict changed, or its text changed and
+        ANALYSIS_EVERY seconds passed; never the same line twice in a row."""
+        step, verdict = event.data.get("step"), event.data.get("verdict")
+        last = self._analysis
+        if last is not None and verdict != "fail" and (step, verdict) == last[:2]:
+            repeated = event.message == last[2] or event.at - last[3] < ANALYSIS_EVERY
+            if repeated:
+                return None
+        self._analysis = (step, verdict, event.message, event.at)
+        return event.message
+
+    def _name_revision(self, event: DeploymentEvent, text: str) -> str:
+        """`release 1f03ba05cafe ready` -> `release v2 (1f03ba05) ready` when the ref is known."""
+        if event.kind is EventKind.BUILD and isinstance(event.data.get("sha"), str):
+            self._sha = event.data["sha"]
+        if self.ref is None or self._sha is None or event.kind not in _NAMES_REVISION:
+            return text
+        return text.replace(self._sha[:12], revision_label(self._sha, self.ref))
+
+
+def _number(value: object) -> float:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else 0.0

@@ -59,7 +59,8 @@ class EventKind(StrEnum):
     INSTANCE_STARTING = "instance_starting"  # data: {instance, revision, port}
     INSTANCE_HEALTHY = "instance_healthy"  # data: {instance, seconds, probes}
     INSTANCE_FAILED = "instance_failed"  # data: {instance, reason}
-    HEALTH_PROBE = "health_probe"  # data: {instance, ok, detail, seconds}
+    HEALTH_PROBE = "health_probe"  # data: {instance, ok, detail, seconds, status_code,
+    # start_period, start_period_left} (failures within the start period do not count)
     TRAFFIC_ADDED = "traffic_added"  # data: {instance}
     DRAIN_STARTED = "drain_started"  # data: {instance}
     DRAIN_FINISHED = "drain_finished"  # data: {instance, seconds, finished, forced}

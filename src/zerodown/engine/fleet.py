@@ -289,8 +289,11 @@ class Fleet:
     async def await_healthy(self, member: FleetMember) -> None:
         """Probe a starting instance until healthy; HealthCheckFailed names it and says why."""
         instance_id = member.instance_id
+        waiting_since = self.clock.monotonic()
+        start_period = self.health.start_period
 
         def on_result(result: ProbeResult) -> None:
+            elapsed = self.clock.monotonic() - waiting_since
             self.sink.emit_soon(
                 EventKind.HEALTH_PROBE,
                 f"{instance_id}: {'pass' if result.ok else 'fail'}: {result.detail}",
@@ -300,6 +303,9 @@ class Fleet:
                     "detail": result.detail,
                     "seconds": result.seconds,
                     "status_code": result.status_code,
+                    # failures within the start period do not count: progress lines say so
+                    "start_period": start_period,
+                    "start_period_left": round(max(0.0, start_period - elapsed), 3),
                 },
             )
 
