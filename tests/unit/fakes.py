@@ -48,6 +48,7 @@ class FakeRuntime:
     instances: dict[str, InstanceInfo] = field(default_factory=dict)
     exit_revisions: set[str] = field(default_factory=set)
     broken_revisions: set[str] = field(default_factory=set)
+    output: dict[str, builtins.list[str]] = field(default_factory=dict)  # by instance id
     name: str = "fake"
     _ports: itertools.count[int] = field(default_factory=lambda: itertools.count(20000))
 
@@ -90,6 +91,15 @@ class FakeRuntime:
         if info.state not in (InstanceState.STOPPED, InstanceState.FAILED):
             raise RuntimeBackendError(f"{instance_id} still runs")
         del self.instances[instance_id]
+
+    async def output_tail(
+        self, instance_id: str, lines: int, *, max_bytes: int | None = None
+    ) -> builtins.list[str]:
+        self._get(instance_id)
+        return self.output.get(instance_id, [])[-lines:] if lines > 0 else []
+
+    async def list_exited(self, service: str | None = None) -> builtins.list[InstanceInfo]:
+        return []
 
     def running(self) -> builtins.list[InstanceInfo]:
         """Instances whose process runs."""

@@ -432,7 +432,7 @@ def logs(
     ] = 50,
     config: ConfigOption = None,
 ) -> None:
-    """Output of SERVICE's running instances (prefixed by instance)."""
+    """Output of SERVICE's instances (prefixed by instance), also of crashed ones since removed."""
     loaded = load_config(config)
     asyncio.run(_tail_logs(loaded, service, env, follow=follow, lines=lines))
 
@@ -440,47 +440,69 @@ def logs(
 async def _tail_logs(
     loaded: LoadedConfig, service: str, env: str | None, *, follow: bool, lines: int
 ) -> None:
+    from rich.markup import escape
+
+    from zerodown.runtimes.base import InstanceState
     from zerodown.runtimes.local import LocalRuntime
 
     if service not in loaded.config.services:
         raise ConfigError(f"unknown service {service!r}", path=str(loaded.path), field="services")
     runtime = LocalRuntime(loaded.state_dir)
-    infos = [
-        i for i in await runtime.list(service) if env is None or i.labels.get("environment") == env
-    ]
+    # Crashed instances a rollback removed come first (their output is kept), oldest first.
+    exited = list(reversed(await runtime.list_exited(service)))
+    running = await runtime.list(service)
+    infos = [i for i in [*exited, *running] if env is None or i.labels.get("environment") == env]
     if not infos:
         console.print(f"no instances of {service} are known")
         return
-    positions = {i.instance_id: -lines for i in infos}  # negative: "the last N lines"
+    # Where following starts: taken before the history is read, so no line falls in between.
+    positions = {
+        i.instance_id: await asyncio.to_thread(_log_size, i.log_path)
+        for i in infos
+        if i.log_path and i not in exited
+    }
+    for info in infos:
+        ended = info.state in (InstanceState.STOPPED, InstanceState.FAILED)
+        prefix = f"[cyan]{info.instance_id}[/cyan]" + (" (exited)" if ended else "")
+        try:
+            history = await runtime.output_tail(info.instance_id, lines)
+        except ZerodownError:
+            continue  # removed meanwhile
+        for line in history:
+            console.print(f"{prefix} {escape(line)}", soft_wrap=True)
     deadline = time.monotonic() + 24 * 3600  # bounded even when following
-    while True:
-        for info in infos:
-            if not info.log_path:
-                continue
-            text, positions[info.instance_id] = await asyncio.to_thread(
-                _read_log, Path(info.log_path), positions[info.instance_id]
-            )
-            for line in text:
-                console.print(f"[cyan]{info.instance_id}[/cyan] {line}", soft_wrap=True)
-        if not follow or time.monotonic() > deadline:
-            return
+    while follow and time.monotonic() < deadline:
         await asyncio.sleep(0.5)
+        for info in infos:
+            if info.instance_id in positions and info.log_path:
+                text, positions[info.instance_id] = await asyncio.to_thread(
+                    _read_log, Path(info.log_path), positions[info.instance_id]
+                )
+                for line in text:
+                    console.print(f"[cyan]{info.instance_id}[/cyan] {escape(line)}", soft_wrap=True)
+
+
+def _log_size(path: str) -> int:
+    """The size of a log now (0 before it exists): where following it starts."""
+    try:
+        return os.stat(path).st_size
+    except FileNotFoundError:
+        return 0
 
 
 def _read_log(path: Path, position: int) -> tuple[list[str], int]:
-    """New lines of a log since `position` (a negative position: its last -position lines)."""
+    """Whole new lines of a log since `position`, and the position after them."""
     try:
         size = path.stat().st_size
     except FileNotFoundError:
-        return [], max(position, 0)
-    if position < 0:
-        return path.read_text(errors="replace").splitlines()[position:], size
+        return [], position
     if size < position:  # rotated: start over
         position = 0
     with path.open("rb") as handle:
         handle.seek(position)
-        chunk = handle.read(size - position).decode(errors="replace")
-    return chunk.splitlines(), size
+        chunk = handle.read(size - position)
+    complete = chunk.rfind(b"\n") + 1  # a line being written is printed once it is whole
+    return chunk[:complete].decode(errors="replace").splitlines(), position + complete
 
 
 def stop(config: ConfigOption = None) -> None:

@@ -38,6 +38,9 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 DEFAULT_WEIGHT = 100  # a target's weight when all of a fleet's instances share traffic equally
+# How much of a failed instance's output its failure reason and INSTANCE_FAILED event carry.
+FAILURE_OUTPUT_LINES = 20
+FAILURE_OUTPUT_BYTES = 4096
 # Runtime states of an instance that is (or is about to be) a process worth counting.
 _RUNNING_STATES = (InstanceState.STARTING, InstanceState.RUNNING, InstanceState.RESTARTING)
 
@@ -321,9 +324,15 @@ class Fleet:
             )
         except HealthCheckFailed as exc:
             revision = member.revision[:12]
-            reason = f"instance {instance_id} ({revision}) failed its health check: {exc}"
+            output = await self._last_output(instance_id)
+            why = str(exc)
+            if output:  # an app that crashed at start says why in its last lines
+                why += "; last output:\n" + "\n".join(f"  | {line}" for line in output)
+            reason = f"instance {instance_id} ({revision}) failed its health check: {why}"
             await self.sink.emit(
-                EventKind.INSTANCE_FAILED, reason, {"instance": instance_id, "reason": str(exc)}
+                EventKind.INSTANCE_FAILED,
+                reason,
+                {"instance": instance_id, "reason": str(exc), "output": output},
             )
             raise HealthCheckFailed(reason) from exc
         await self.sink.emit(
@@ -331,6 +340,16 @@ class Fleet:
             f"{instance_id} is healthy after {report.seconds:.2f} s ({report.probes} probes)",
             {"instance": instance_id, "seconds": report.seconds, "probes": report.probes},
         )
+
+    async def _last_output(self, instance_id: str) -> list[str]:
+        """The instance's last lines of output, for a failure reason; [] when unreadable."""
+        try:
+            return await self.runtime.output_tail(
+                instance_id, FAILURE_OUTPUT_LINES, max_bytes=FAILURE_OUTPUT_BYTES
+            )
+        except (InstanceNotFound, RuntimeBackendError, OSError) as exc:
+            log.warning("could not read the output of %s: %s", instance_id, exc)
+            return []
 
     def _exit_code_of(self, instance_id: str) -> Callable[[], Awaitable[int | None]]:
         async def alive() -> int | None:

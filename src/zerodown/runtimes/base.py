@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -96,5 +97,22 @@ class Runtime(Protocol):
         ...
 
     async def remove(self, instance_id: str) -> None:
-        """Forget a stopped instance (its files, its records). Running ones are refused."""
+        """Forget a stopped instance (its files, its records). Running ones are refused.
+
+        The output of one that crashed stays readable a while (see `list_exited`).
+        """
+        ...
+
+    async def output_tail(
+        self, instance_id: str, lines: int, *, max_bytes: int | None = None
+    ) -> builtins.list[str]:
+        """The instance's last `lines` lines of output (at most `max_bytes`), secrets masked.
+
+        Works for an instance that just exited (all its output is in) and for one that crashed
+        and was removed since; raises `InstanceNotFound` for any other.
+        """
+        ...
+
+    async def list_exited(self, service: str | None = None) -> builtins.list[InstanceInfo]:
+        """Removed instances that had crashed and whose output is still kept, newest first."""
         ...

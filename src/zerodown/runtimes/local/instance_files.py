@@ -3,6 +3,9 @@
 `<state_dir>/instances/<instance_id>/` (0700): `spec.json` (env variable names, never values),
 `supervisor.json`, `status.json`, `supervisor.lock` (see `adoption`), `supervisor.log` and
 `logs/output.log[.N]`. Every JSON file is written atomically (temporary file + rename).
+
+When an instance that crashed is removed, the end of its output stays readable in
+`<state_dir>/exited/<instance_id>/` (`spec.json`, `status.json`, `logs/output.log`; see `exited`).
 """
 
 from __future__ import annotations
@@ -91,6 +94,7 @@ class StatusRecord:
     app_start_ticks: int | None = None
     restarts: int = 0
     exit_code: int | None = None  # None after an adopted app exited: not our child, code unknown
+    crashes: int = 0  # exits nobody asked for (restarted or not): their output is worth keeping
     updated_at: float = 0.0
     # The app's own read end of its output pipe (fd number in the app, pipe inode): see outputpipe.
     output_fd: int | None = None

@@ -8,6 +8,8 @@ from typing import BinaryIO
 
 DEFAULT_MAX_BYTES = 10 * 1024 * 1024
 DEFAULT_BACKUPS = 5
+_TAIL_BLOCK = 64 * 1024
+_TAIL_READ_LIMIT = 4 * 1024 * 1024  # the most `read_tail` reads, whatever it is asked for
 
 
 class RotatingLogFile:
@@ -96,3 +98,36 @@ class RotatingLogFile:
             self._file = open(self.path, "ab")  # noqa: SIM115 - kept open across writes
             self._size = self._file.tell()
         return self._file
+
+
+def read_tail(files: list[Path], lines: int, max_bytes: int | None = None) -> list[str]:
+    """The last `lines` lines of a rotated log (`files` newest first), at most `max_bytes` long.
+
+    Reads backwards block by block, so a 10 MiB log costs no more than its last lines.
+    """
+    if lines <= 0:
+        return []
+    budget = _TAIL_READ_LIMIT if max_bytes is None else min(max_bytes, _TAIL_READ_LIMIT)
+    data = b""
+    complete = True  # whether `data` starts at the start of the oldest file read
+    for path in files:
+        try:
+            with path.open("rb") as handle:
+                position = handle.seek(0, os.SEEK_END)
+                while position > 0 and data.count(b"\n") <= lines and len(data) <= budget:
+                    step = min(_TAIL_BLOCK, position)
+                    position -= step
+                    handle.seek(position)
+                    data = handle.read(step) + data
+                complete = position == 0
+        except FileNotFoundError:
+            continue  # rotated away meanwhile
+        if data.count(b"\n") > lines or len(data) > budget:
+            break
+    text = data.decode("utf-8", "replace").splitlines()
+    if not complete and text:
+        text = text[1:]  # the first line was cut where the read began
+    tail = text[-lines:]
+    while tail and max_bytes is not None and sum(len(t.encode()) + 1 for t in tail) > max_bytes:
+        tail = tail[1:]
+    return tail

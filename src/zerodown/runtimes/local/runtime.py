@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import builtins
 import contextlib
+import logging
 import os
 import re
 import shutil
@@ -35,6 +36,15 @@ from zerodown.runtimes.local.adoption import (
     supervisor_lock,
     wait_until_adopted,
 )
+from zerodown.runtimes.local.exited import (
+    EXITED_DIR,
+    crashed,
+    exited_dirs,
+    exited_info,
+    keep_output,
+    output_complete,
+    output_files,
+)
 from zerodown.runtimes.local.instance_files import (
     LOG_DIR,
     OUTPUT_LOG,
@@ -49,13 +59,17 @@ from zerodown.runtimes.local.instance_files import (
     supervisor_log_tail,
     write_json_atomic,
 )
-from zerodown.runtimes.local.logfile import DEFAULT_BACKUPS, DEFAULT_MAX_BYTES
+from zerodown.runtimes.local.logfile import DEFAULT_BACKUPS, DEFAULT_MAX_BYTES, read_tail
 from zerodown.runtimes.local.procinfo import ProcessIdentity
 from zerodown.runtimes.local.supervisor import APP_ENV_PREFIX, wait_until
 
 _INSTANCE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 _POLL_INTERVAL = 0.02
 _KILL_WAIT = 5.0  # how long a SIGKILLed process may take to vanish before we call it stuck
+# The supervisor drains an exited app's pipe for up to 2 s before it records the exit.
+_OUTPUT_SETTLE = 3.0
+
+log = logging.getLogger(__name__)
 
 # Ports handed out by this process and not yet released: binding port 0 and closing the socket
 # does not reserve anything, so two quick starts could otherwise get the same port.
@@ -83,6 +97,7 @@ class LocalRuntime:
     ) -> None:
         self.state_dir = Path(state_dir)
         self.instances_dir = self.state_dir / "instances"
+        self.exited_dir = self.state_dir / EXITED_DIR
         self.log_max_bytes = log_max_bytes
         self.log_backups = log_backups
         self.spawn_timeout = spawn_timeout
@@ -181,7 +196,42 @@ class LocalRuntime:
             )
         _children.pop(instance_dir, None)
         forget_adopter(instance_dir)
+        if crashed(StatusRecord.load(instance_dir)):
+            try:  # the crash's traceback must outlive the rollback that removes the instance
+                await asyncio.to_thread(keep_output, instance_dir, self.exited_dir)
+            except OSError as exc:
+                log.warning("could not keep the output of %s: %s", instance_id, exc)
         await asyncio.to_thread(shutil.rmtree, instance_dir)
+
+    async def output_tail(
+        self, instance_id: str, lines: int, *, max_bytes: int | None = None
+    ) -> builtins.list[str]:
+        """The last `lines` lines of output (masked by the supervisor), of a removed one too.
+
+        Right after the app exited, waits (bounded) until its supervisor has read the last of it.
+        """
+        try:
+            instance_dir = self._existing_dir(instance_id)
+        except InstanceNotFound:
+            kept = self.exited_dir / instance_id / LOG_DIR
+            if not kept.is_dir():
+                raise
+            return await asyncio.to_thread(read_tail, output_files(kept, 0), lines, max_bytes)
+        await wait_until(lambda: output_complete(instance_dir), _OUTPUT_SETTLE, _POLL_INTERVAL)
+        record = await asyncio.to_thread(SpecRecord.load, instance_dir)
+        files = output_files(instance_dir / LOG_DIR, record.log_backups)
+        return await asyncio.to_thread(read_tail, files, lines, max_bytes)
+
+    async def list_exited(self, service: str | None = None) -> builtins.list[InstanceInfo]:
+        """Removed instances that had crashed and whose output is kept, newest removal first."""
+        paths = await asyncio.to_thread(exited_dirs, self.exited_dir, service)
+        infos = []
+        for path in paths:
+            try:
+                infos.append(await asyncio.to_thread(exited_info, path))
+            except (OSError, ValueError, TypeError):
+                continue  # trimmed meanwhile
+        return infos
 
     # -- starting ---------------------------------------------------------------------------
 
@@ -442,6 +492,7 @@ def _record_stopped(instance_dir: Path, port: int) -> None:
             app_pid=status.app_pid if status else None,
             restarts=status.restarts if status else 0,
             exit_code=status.exit_code if status else None,
+            crashes=status.crashes if status else 0,
         ).save(instance_dir)
 
 

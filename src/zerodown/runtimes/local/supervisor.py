@@ -153,6 +153,7 @@ class Supervisor:
         self.stop_requested = asyncio.Event()
         self.status = StatusRecord(state=InstanceState.STARTING, port=self.record.port)
         self._log_error_reported = False
+        self._exit_requested = False  # whether the app's last exit was one we asked for
         # In memory only: an adopter passes what it read back from the running app.
         self._app_env = (
             app_environment(self.record, dict(os.environ)) if app_env is None else app_env
@@ -198,8 +199,11 @@ class Supervisor:
         self, code: int | None, uptime: float, backoff: RestartBackoff
     ) -> int | None:
         """Record the app's exit: our exit code if we are done, else None after the backoff."""
+        crashes = self.status.crashes + (0 if self._exit_requested else 1)
         if self.stop_requested.is_set() or self.record.restart == "no":
-            self.record_status(state=InstanceState.STOPPED, exit_code=code, app_start_ticks=None)
+            self.record_status(
+                state=InstanceState.STOPPED, exit_code=code, app_start_ticks=None, crashes=crashes
+            )
             return 0
         delay = backoff.delay_after(uptime)
         shown = "an unknown code (not our child)" if code is None else code
@@ -208,6 +212,7 @@ class Supervisor:
             state=InstanceState.RESTARTING,
             exit_code=code,
             restarts=self.status.restarts + 1,
+            crashes=crashes,
             app_start_ticks=None,
         )
         with contextlib.suppress(TimeoutError):
@@ -271,6 +276,7 @@ class Supervisor:
         stop = asyncio.create_task(self.stop_requested.wait())
         await asyncio.wait({exited, stop}, return_when=asyncio.FIRST_COMPLETED)
         stop.cancel()
+        self._exit_requested = not exited.done()  # else it exited on its own: a crash
         if not exited.done():
             self.record_status(state=InstanceState.STOPPING)
             await self._stop_app(app, exited)
