@@ -147,3 +147,33 @@ async def test_first_deploy_starts_every_instance_in_one_batch(tmp_path: Path) -
     assert harness.store.kinds(record.id).count("batch_started") == 1
     assert _kinds(harness.ops("start", "admit")) == ["start"] * 3 + ["admit"] * 3
     assert harness.serving_revisions() == ["v1"] * 3
+
+
+async def test_rolling_surge_batches_finish_before_the_next_starts_in_the_history(
+    tmp_path: Path,
+) -> None:
+    """Batches read in order: "batch 2/2" came before "batch 1/2 finished", as a batch finished
+    only once its old instances had drained, which overlaps the next batch. It now finishes when
+    its new instances serve and says its old ones drain now."""
+    harness = await _fleet_on_v1(tmp_path, instances=2)
+    record = await harness.deploy("v2")
+    assert record.state is DeploymentState.SUCCEEDED
+    events = harness.store.event_log[record.id]
+    batches = [(e.kind.value, e.data["batch"]) for e in events if e.kind.value.startswith("batch_")]
+    assert batches == [
+        ("batch_started", 1),
+        ("batch_finished", 1),
+        ("batch_started", 2),
+        ("batch_finished", 2),
+    ]
+    finished = [e for e in events if e.kind.value == "batch_finished"]
+    assert all(e.message.endswith("; 1 old instance(s) drain now") for e in finished)
+    assert all(len(e.data["retiring"]) == 1 for e in finished)
+    kinds = [e.kind.value for e in events]
+    for e in finished:  # each batch's old instance drains after its batch finished
+        (old,) = e.data["retiring"]
+        drained = next(
+            i for i, x in enumerate(events) if x.kind.value == "drain_started" and old in x.message
+        )
+        assert drained > events.index(e)
+    assert kinds[-1] == "state" and min(harness.router.serving_log) >= 2

@@ -159,13 +159,20 @@ class BatchTimer:
         )
         return self
 
-    async def finish(self, ok: bool) -> None:
-        """Record the batch's end and how long it took."""
+    async def finish(self, ok: bool, *, retiring: Sequence[FleetMember] = ()) -> None:
+        """Record the batch's end and how long it took; `retiring`: its old instances, which
+        drain after it (with surge, while the next batch starts)."""
         seconds = self.ctx.fleet.clock.monotonic() - self.started
+        then = f"; {len(retiring)} old instance(s) drain now" if retiring else ""
         await self.ctx.fleet.sink.emit(
             EventKind.BATCH_FINISHED,
-            f"batch {self.label} {'finished' if ok else 'failed'} in {seconds:.2f} s",
-            {"batch": self.number, "ok": ok, "seconds": seconds},
+            f"batch {self.label} {'finished' if ok else 'failed'} in {seconds:.2f} s{then}",
+            {
+                "batch": self.number,
+                "ok": ok,
+                "seconds": seconds,
+                "retiring": [m.instance_id for m in retiring],
+            },
         )
 
 

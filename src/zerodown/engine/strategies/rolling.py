@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 
-from zerodown.engine.fleet import FleetMember
 from zerodown.engine.strategies.base import (
     BatchTimer,
     StrategyContext,
@@ -21,9 +20,10 @@ class RollingStrategy:
     """Per batch: install hooks, start new, health, admit; old ones drain before or after.
 
     With surge (the default) a batch's old instances are retired only once its new ones take
-    traffic, so even a single instance is replaced without downtime. That retirement overlaps
-    the next batch's boot (at most one batch drains at a time): the old instances are already
-    out of rotation, and the deploy does not wait for them before starting the next boot.
+    traffic, so even a single instance is replaced without downtime; the batch is finished then.
+    That retirement overlaps the next batch's boot (at most one batch drains at a time): the old
+    instances are already out of rotation, and the deploy does not wait for them before starting
+    the next boot.
     Without surge a batch retires its old instances first; `min_healthy` bounds the batch.
     """
 
@@ -40,7 +40,7 @@ class RollingStrategy:
 
     async def _with_surge(self, ctx: StrategyContext) -> None:
         sizes = await ctx.batches(surge=True)
-        retiring: asyncio.Task[None] | None = None
+        retiring: asyncio.Future[None] | None = None
         try:
             for number, size in enumerate(sizes, start=1):
                 ids = [ctx.fleet.new_instance_id(ctx.release.sha) for _ in range(size)]
@@ -49,13 +49,17 @@ class RollingStrategy:
                     await install(ctx, ids, batch.label)
                     members = await start_new(ctx, ids, batch.label, start_hook_first=False)
                     await admit_all(ctx, members, batch.label)
+                    if retiring is not None:  # at most one batch drains at a time
+                        await retiring
                 except BaseException:
                     await batch.finish(False)
                     raise
-                if retiring is not None:
-                    await retiring
+                # The batch ends when its new instances serve: its old ones, out of rotation,
+                # drain while the next batch boots. Finishing it only after that drain put
+                # "batch 2/2" before "batch 1/2 finished" in the history and on the terminal.
                 old = ctx.take_old(size)
-                retiring = asyncio.ensure_future(self._retire_then_finish(ctx, old, batch))
+                await batch.finish(True, retiring=old)
+                retiring = asyncio.ensure_future(retire_all(ctx, old))
             if retiring is not None:
                 await retiring
         except BaseException:
@@ -64,17 +68,6 @@ class RollingStrategy:
                 # than leave them half-drained for the rollback.
                 await asyncio.wait([retiring])
             raise
-
-    @staticmethod
-    async def _retire_then_finish(
-        ctx: StrategyContext, old: list[FleetMember], batch: BatchTimer
-    ) -> None:
-        ok = False
-        try:
-            await retire_all(ctx, old)
-            ok = True
-        finally:
-            await batch.finish(ok)
 
     async def _without_surge(self, ctx: StrategyContext) -> None:
         sizes = await ctx.batches(surge=False)
