@@ -9,7 +9,13 @@ from collections import Counter
 import pytest
 
 from zerodown.errors import RouterError
-from zerodown.routers.base import Balance, RouteSpec, TargetHealth, TargetSpec
+from zerodown.routers.base import (
+    Balance,
+    RouteSpec,
+    TargetHealth,
+    TargetSpec,
+    canonical_address,
+)
 from zerodown.routers.builtin.table import RoutingTable, Target
 
 
@@ -131,6 +137,43 @@ def test_match_by_host_and_longest_prefix() -> None:
     assert served(None, "/") == "site"
     table.remove_route("site")
     assert served("x.test", "/") is None
+
+
+def test_environments_of_one_service_are_matched_by_the_address_a_request_arrived_on() -> None:
+    table = RoutingTable()
+    table.apply_route(RouteSpec(service="api.prod", listen=("127.0.0.1:8080",)))
+    table.apply_route(RouteSpec(service="api.canary", listen=("localhost:8081",)))
+    table.apply_route(RouteSpec(service="admin", path_prefix="/admin"))  # bound to no address
+
+    def served(listener: str | None, path: str = "/") -> str | None:
+        route = table.match("x.test", path, listener)
+        return route.spec.service if route else None
+
+    assert served("127.0.0.1:8080") == "api.prod"
+    assert served("127.0.0.1:8081") == "api.canary"  # localhost is spelled 127.0.0.1
+    assert served("127.0.0.1:9999") is None  # no route is bound there, none is unbound for /
+    assert served(None) is None
+    assert served("127.0.0.1:8081", "/admin/x") == "admin"  # an unbound route: every address
+    data = json.loads(json.dumps(table.snapshot()))  # the addresses survive a restart
+    restored = RoutingTable()
+    restored.restore(data)
+    assert restored.match("x.test", "/", "127.0.0.1:8081").spec.service == "api.canary"  # type: ignore[union-attr]
+
+
+def test_a_route_bound_to_an_address_wins_over_an_unbound_one_with_the_same_path() -> None:
+    table = RoutingTable()
+    table.apply_route(RouteSpec(service="old"))  # from before routes carried addresses
+    table.apply_route(RouteSpec(service="api.canary", listen=("[::1]:8081",)))
+    assert table.match(None, "/", "[::1]:8081").spec.service == "api.canary"  # type: ignore[union-attr]
+    assert table.match(None, "/", "127.0.0.1:8080").spec.service == "old"  # type: ignore[union-attr]
+
+
+def test_canonical_address_spells_one_address_one_way() -> None:
+    assert canonical_address("localhost:80") == "127.0.0.1:80"
+    assert canonical_address("[::0001]:80") == "[::1]:80"
+    assert canonical_address("::1:80") == "[::1]:80"
+    assert canonical_address(":80") == "0.0.0.0:80"
+    assert RouteSpec(service="a", listen=("localhost:80",)).listen == ("127.0.0.1:80",)
 
 
 def test_on_change_runs_after_every_mutation() -> None:

@@ -8,6 +8,8 @@ requests that carry the route's preview header, and those requests get only them
 
 from __future__ import annotations
 
+import contextlib
+import ipaddress
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
 
@@ -20,6 +22,20 @@ STICKY_COOKIE = "zerodown_rev"  # the cookie that keeps a client on one revision
 __all__ = ["TargetHealth"]  # re-exported: routers and the engine name it from here
 
 
+def canonical_address(address: str) -> str:
+    """`host:port` spelled one way, so a route's address compares equal to its listener's:
+    IP literals compressed, IPv6 in brackets, `localhost` as 127.0.0.1, no host as 0.0.0.0."""
+    host, _, port = address.strip().rpartition(":")
+    host = host.strip("[]").lower()
+    if host in ("", "*"):
+        host = "0.0.0.0"
+    elif host == "localhost":
+        host = "127.0.0.1"
+    with contextlib.suppress(ValueError):  # a name is compared as written
+        host = ipaddress.ip_address(host).compressed
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 @dataclass(frozen=True)
 class RouteSpec:
     """Which requests belong to a service, and how its targets are balanced and checked."""
@@ -27,6 +43,9 @@ class RouteSpec:
     service: str
     hosts: tuple[str, ...] = ()  # Host header values (port ignored); empty: any host
     path_prefix: str = "/"
+    # The router addresses (host:port) whose connections this route serves; empty: every one.
+    # Environments of one service get the same hosts and path but their own address.
+    listen: tuple[str, ...] = ()
     balance: Balance = "least_inflight"
     health: HealthCheckSpec | None = None  # the router's own active checks; None: passive only
     drain_timeout: float = 30.0
@@ -35,11 +54,16 @@ class RouteSpec:
     # Requests carrying this header reach only targets labelled pool=preview (blue/green).
     preview_header: str = "X-Zerodown-Preview"
 
+    def __post_init__(self) -> None:
+        # canonical, so the router compares addresses as strings on its hot path
+        object.__setattr__(self, "listen", tuple(canonical_address(a) for a in self.listen))
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "service": self.service,
             "hosts": list(self.hosts),
             "path_prefix": self.path_prefix,
+            "listen": list(self.listen),
             "balance": self.balance,
             "health": self.health.to_dict() if self.health else None,
             "drain_timeout": self.drain_timeout,
@@ -54,6 +78,7 @@ class RouteSpec:
             service=data["service"],
             hosts=tuple(data.get("hosts", ())),
             path_prefix=data.get("path_prefix", "/"),
+            listen=tuple(str(a) for a in data.get("listen", ())),
             balance=data.get("balance", "least_inflight"),
             health=HealthCheckSpec.from_dict(health) if health else None,
             drain_timeout=float(data.get("drain_timeout", 30.0)),

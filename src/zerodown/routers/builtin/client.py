@@ -19,13 +19,20 @@ from pathlib import Path
 from typing import Any
 
 from zerodown.errors import RouterError, RouterUnavailable
-from zerodown.routers.base import DrainResult, RouteSpec, RouteStatus, TargetSpec
+from zerodown.routers.base import (
+    DrainResult,
+    RouteSpec,
+    RouteStatus,
+    TargetSpec,
+    canonical_address,
+)
 from zerodown.routers.builtin.control import (
     MAX_LINE_BYTES,
     drain_result_from_dict,
     encode_message,
     route_status_from_dict,
 )
+from zerodown.routers.builtin.handoff import parse_listen
 from zerodown.routers.builtin.state import RouterPaths, process_start_time, read_pid_file
 
 DEFAULT_TIMEOUT = 30.0  # one ordinary request
@@ -95,6 +102,12 @@ class BuiltinRouter:
     async def ping(self) -> dict[str, Any]:
         """Version, pid, uptime and listen addresses of the running router."""
         result: dict[str, Any] = await self.request("ping", timeout=5.0)
+        return result
+
+    async def listen(self, addresses: list[str]) -> dict[str, Any]:
+        """Make the running router listen on `addresses` too (those it lacks are bound now,
+        without a restart); returns its `listen` and the addresses it `added`."""
+        result: dict[str, Any] = await self.request("listen", {"addresses": list(addresses)})
         return result
 
     async def events(self, since: int = 0, limit: int = 500) -> list[dict[str, Any]]:
@@ -244,14 +257,31 @@ async def start_router_process(
     )
 
 
+def missing_addresses(listening: list[str], wanted: list[str]) -> list[str]:
+    """The addresses of `wanted` a router listening on `listening` lacks (a port 0 is never
+    missing: it asks for any free port, and the router has one)."""
+    have = {canonical_address(a) for a in listening}
+    return [
+        a
+        for a in dict.fromkeys(wanted)
+        if canonical_address(a) not in have and parse_listen(a)[1] != 0
+    ]
+
+
 async def ensure_router(
     state_dir: Path, listen: list[str], *, grace: float | None = None
 ) -> dict[str, Any]:
-    """The running router's `ping`, starting one first if none answers."""
+    """The running router's `ping`, starting one first if none answers; a running router that
+    lacks some of `listen` starts listening on them (no restart: nothing is refused)."""
+    router = BuiltinRouter(state_dir)
     try:
-        return await BuiltinRouter(state_dir).ping()
+        info = await router.ping()
     except RouterUnavailable:
         return await start_router_process(state_dir, listen, grace=grace)
+    missing = missing_addresses(list(info.get("listen", [])), listen)
+    if missing:
+        info = {**info, "listen": (await router.listen(missing))["listen"]}
+    return info
 
 
 async def restart_router(state_dir: Path, *, timeout: float = START_TIMEOUT) -> dict[str, Any]:

@@ -40,6 +40,7 @@ MAX_LINE_BYTES = 4 * 1024 * 1024  # a status of a few thousand targets fits; a r
 OPS = frozenset(
     {
         "ping",
+        "listen",
         "apply_route",
         "remove_route",
         "add_target",

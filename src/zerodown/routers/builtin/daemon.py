@@ -30,7 +30,7 @@ from zerodown.health.checks import ProbeResult
 from zerodown.health.monitor import HealthMonitor
 from zerodown.health.spec import HealthCheckSpec
 from zerodown.metrics.recorder import MetricsRecorder
-from zerodown.routers.base import RouteSpec, TargetHealth, TargetSpec
+from zerodown.routers.base import RouteSpec, TargetHealth, TargetSpec, canonical_address
 from zerodown.routers.builtin.control import (
     ControlChannel,
     ControlServer,
@@ -370,7 +370,27 @@ class RouterDaemon:
             return self._retire(channel)
         if self._handoff_to is not None:
             raise RetryLater("the router is being restarted; ask again in a moment")
+        if op == "listen":
+            return await self._add_listeners([str(a) for a in args["addresses"]])
         return await self._mutate(op, args)
+
+    async def _add_listeners(self, addresses: list[str]) -> dict[str, Any]:
+        """Start listening on the addresses not listened on yet (an environment was added);
+        nothing stops, so no request is refused. A successor gets these sockets too."""
+        assert self.proxy is not None
+        have = {canonical_address(a) for a in self.listen}
+        wanted = [a for a in dict.fromkeys(addresses) if canonical_address(a) not in have]
+        sockets = bind_listeners(wanted, reuse_port=self.reuse_port)  # all, or none on error
+        added = [socket_address(s) for s in sockets]
+        # recorded before the first await, so a concurrent `listen` does not bind them twice
+        self.listen.extend(added)
+        self._listeners.extend(s.dup() for s in sockets)
+        for sock in sockets:
+            await self.proxy.add_listener(sock)
+        if added:
+            self.events.record("listen", pid=os.getpid(), added=added, listen=self.listen)
+            log.info("now also listening on %s", ", ".join(added))
+        return {"listen": self.listen, "added": added}
 
     async def _mutate(self, op: str, args: dict[str, Any]) -> Any:
         result: Any = None

@@ -279,7 +279,7 @@ class Exchange:
         path_text = path.decode("latin-1")
         host_text = host_without_port(host)
         settings = self.server.settings
-        self.route = route = self.server.table.match(host_text, path_text)
+        self.route = route = self.server.table.match(host_text, path_text, self.client.listener)
         if route is None:
             self.local = (404, {"error": "no route", "host": host_text, "path": path_text})
             return request_id

@@ -31,6 +31,7 @@ from zerodown.routers.base import (
 from zerodown.routers.builtin.client import (
     DEFAULT_TIMEOUT,
     BuiltinRouter,
+    missing_addresses,
     restart_router,
     start_router_process,
     stop_router,
@@ -311,7 +312,8 @@ async def ensure_pool(
 ) -> list[dict[str, Any]]:
     """Every worker's `ping`, starting (concurrently) the workers that do not answer.
 
-    Running workers keep their addresses and the new ones join them; a port 0 is resolved by
+    Running workers keep their addresses and bind those of `listen` they lack (no restart); new
+    workers join on the running ones' addresses. A port 0 is resolved by
     starting worker 0 first. Workers started here are stopped again if any of them fails.
     Workers beyond `workers` (the pool was larger) are stopped: their tables would go stale."""
     extra = [d for d in worker_dirs(state_dir)[1:] if int(d.name.partition("-")[2]) >= workers]
@@ -319,6 +321,15 @@ async def ensure_pool(
     pings = list(await asyncio.gather(*(_ping_or_none(d) for d in _dirs(state_dir, workers))))
     running = [p for p in pings if p is not None]
     addresses = list(running[0]["listen"]) if running else list(listen)
+    lacking = missing_addresses(addresses, listen)
+    if running and lacking:  # an environment was added: every running worker binds it too
+        on = [k for k, p in enumerate(pings) if p is not None]
+        answers = await asyncio.gather(
+            *(BuiltinRouter(worker_state_dir(state_dir, k)).listen(lacking) for k in on)
+        )
+        for k, answer in zip(on, answers, strict=True):
+            pings[k] = {**(pings[k] or {}), "listen": answer["listen"]}
+        addresses = list(answers[0]["listen"])
     missing = [k for k, p in enumerate(pings) if p is None]
     started: list[int] = []
     try:

@@ -19,6 +19,7 @@ from typing import Protocol, cast
 
 import httptools
 
+from zerodown.routers.base import canonical_address
 from zerodown.routers.builtin.exchange import Exchange
 from zerodown.routers.builtin.http import Headers, json_response, set_nodelay
 from zerodown.routers.builtin.table import Route, RoutingTable, Target
@@ -72,9 +73,10 @@ class ClientConnection(asyncio.Protocol):
     PAUSE_UPGRADE = 8  # an upgrade request waits for the target's answer
     PAUSE_DONE = 16  # the connection will close; read nothing more
 
-    def __init__(self, server: ProxyServer) -> None:
+    def __init__(self, server: ProxyServer, listener: str | None = None) -> None:
         self.server = server
         self.loop = server.loop
+        self.listener = listener  # canonical host:port of the socket it was accepted on
         self.transport: asyncio.Transport | None = None
         self.client_ip = b"unknown"
         self.parser = httptools.HttpRequestParser(self)
@@ -355,12 +357,19 @@ class ProxyServer:
         """Serve on already-bound listening sockets (asyncio closes them when serving stops)."""
         self._loop = asyncio.get_running_loop()
         for sock in sockets:
-            sock.setblocking(False)
-            server = await self._loop.create_server(
-                lambda: ClientConnection(self), sock=sock, backlog=self.settings.backlog
-            )
-            self._servers.append(server)
+            await self.add_listener(sock)
         self._sweeper = self._loop.create_task(self._sweep_idle())
+
+    async def add_listener(self, sock: socket.socket) -> None:
+        """Serve on one more bound, listening socket; its connections know its address, so
+        routes bound to that address match them."""
+        sock.setblocking(False)
+        host, port = sock.getsockname()[:2]
+        address = canonical_address(f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
+        server = await self.loop.create_server(
+            lambda: ClientConnection(self, address), sock=sock, backlog=self.settings.backlog
+        )
+        self._servers.append(server)
 
     async def stop_accepting(self) -> None:
         """Stop accept() for a handoff; open connections keep being served."""

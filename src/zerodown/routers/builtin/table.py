@@ -121,6 +121,7 @@ class Route:
         self.spec = spec
         self.targets: dict[str, Target] = {}
         self.hosts = frozenset(h.lower() for h in spec.hosts)
+        self.listen = frozenset(spec.listen)  # canonical addresses; empty: every listener
         self.preview_header = spec.preview_header.lower().encode("latin-1")
         self.path_under, self.path_exact = _path_match(spec.path_prefix)
 
@@ -131,6 +132,7 @@ class Route:
         """Replace the spec, keeping targets."""
         self.spec = spec
         self.hosts = frozenset(h.lower() for h in spec.hosts)
+        self.listen = frozenset(spec.listen)  # canonical addresses; empty: every listener
         self.preview_header = spec.preview_header.lower().encode("latin-1")
         self.path_under, self.path_exact = _path_match(spec.path_prefix)
 
@@ -234,11 +236,15 @@ class RoutingTable:
 
     # -- reading -------------------------------------------------------------------------------
 
-    def match(self, host: str | None, path: str) -> Route | None:
-        """The route for a request: Host (without port) and the longest matching path prefix."""
+    def match(self, host: str | None, path: str, listener: str | None = None) -> Route | None:
+        """The route for a request: the address it arrived on (`listener`, canonical host:port),
+        Host (without port) and the longest matching path prefix. A route bound to addresses
+        matches only on them; with `listener` None (unknown) only unbound routes match."""
         host = host.lower() if host else None
         for route in self._order:  # matches_path inlined: this runs for every request
             if route.hosts and host not in route.hosts:
+                continue
+            if route.listen and listener not in route.listen:
                 continue
             if path.startswith(route.path_under) or path == route.path_exact:
                 return route
@@ -457,7 +463,7 @@ class RoutingTable:
     def _reorder(self) -> None:
         self._order = sorted(
             self._routes.values(),
-            key=lambda r: (len(r.spec.path_prefix.rstrip("/")), bool(r.hosts)),
+            key=lambda r: (len(r.spec.path_prefix.rstrip("/")), bool(r.hosts), bool(r.listen)),
             reverse=True,
         )
         self.preview_headers = frozenset(r.preview_header for r in self._routes.values())
