@@ -7,16 +7,17 @@ the router runs, opens the history, and finishes any deployment a crashed contro
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from zerodown.config import LoadedConfig
+from zerodown.config.routes import route_hosts, router_addresses
 from zerodown.engine.deployer import Deployer
 from zerodown.engine.events import DeploymentObserver
 from zerodown.engine.extensions import DeploymentGuard, EnvSource, Masker, Verifier
 from zerodown.engine.recovery import recover_unfinished
 from zerodown.errors import ConfigError
-from zerodown.routers.base import Router, RouteStatus
+from zerodown.routers.base import Router, RouteStatus, canonical_address
 from zerodown.routers.builtin.client import BuiltinRouter, ensure_router
 from zerodown.runtimes.base import InstanceInfo, Runtime
 from zerodown.runtimes.local import LocalRuntime
@@ -70,6 +71,39 @@ def check_target(loaded: LoadedConfig, service: str, environment: str) -> None:
         )
 
 
+async def open_router(loaded: LoadedConfig) -> Router:
+    """The router of this config, running and listening on every environment's address (a
+    running router that lacks one binds it, without a restart), its routes bound to them."""
+    state_dir = loaded.state_dir
+    listen = router_addresses(loaded.config)
+    workers = loaded.config.router.workers
+    router: Router = BuiltinRouter(state_dir)
+    if workers > 1:  # N router processes on the same addresses (routers/builtin/pool.py)
+        from zerodown.routers.builtin.pool import WorkerPoolRouter, ensure_pool
+
+        await ensure_pool(state_dir, listen, workers)
+        router = WorkerPoolRouter(state_dir, workers)
+    else:
+        await ensure_router(state_dir, listen)
+    await bind_routes_to_environments(router, loaded)
+    return router
+
+
+async def bind_routes_to_environments(router: Router, loaded: LoadedConfig) -> None:
+    """Give routes already in the router the address and hosts their environment has now
+    (routes from before per-environment addresses matched every address and collided)."""
+    config = loaded.config
+    for status in await router.status():
+        service, _, environment = status.route.service.partition(".")
+        if service not in config.services or environment not in config.environments:
+            continue
+        env = config.environments[environment]
+        listen = tuple(canonical_address(a) for a in env.listen or ())
+        hosts = route_hosts(config.services[service].hosts, env)
+        if (status.route.listen, status.route.hosts) != (listen, hosts):
+            await router.apply_route(replace(status.route, listen=listen, hosts=hosts))
+
+
 class ControlPlane:
     """Everything the engine needs, opened for one zerodown.yml."""
 
@@ -93,15 +127,7 @@ class ControlPlane:
         """Start the router if needed, open the history, recover unfinished deployments."""
         state_dir = loaded.state_dir
         state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        workers = loaded.config.router.workers
-        router: Router = BuiltinRouter(state_dir)
-        if workers > 1:  # N router processes on the same addresses (routers/builtin/pool.py)
-            from zerodown.routers.builtin.pool import WorkerPoolRouter, ensure_pool
-
-            await ensure_pool(state_dir, list(loaded.config.router.listen), workers)
-            router = WorkerPoolRouter(state_dir, workers)
-        else:
-            await ensure_router(state_dir, list(loaded.config.router.listen))
+        router = await open_router(loaded)
         plane = cls(loaded, LocalRuntime(state_dir), router, open_store(loaded.store_url))
         if recover:
             await plane.recover(observers)
@@ -176,6 +202,7 @@ class ControlPlane:
         if any(verify_configured):  # post-deploy verification (smoke, dependencies, log scan)
             from zerodown.verify.verifier import PostDeployVerifier
 
+            # a fallback: each deployment's checks go to its environment's own address
             listen = self.loaded.config.router.listen[0]
             secrets = SecretsEnvSource(self.loaded.state_dir, self.loaded.root)  # ${secret:NAME}
             ext.verifiers.append(PostDeployVerifier(router_listen=listen, secrets=secrets))

@@ -23,6 +23,7 @@ from rich.table import Table
 
 from zerodown.cli.progress import ConsoleProgress
 from zerodown.config import load_config
+from zerodown.config.routes import environment_listen
 from zerodown.control_plane import ControlPlane
 from zerodown.engine.deployer import DeployRequest
 from zerodown.loadgen import LoadReport, LoadSpec, run_load
@@ -107,8 +108,9 @@ async def run_demo(root: Path) -> DemoResult:
     port = _free_port()
     repo = make_repository(root, port)
     loaded = load_config(repo / "zerodown.yml")
+    prod = environment_listen(loaded.config, "prod")[0]  # where the prod environment is served
     console.rule("[bold]zerodown demo")
-    console.print(f"repository {repo} (v1, v2, v3); router on http://127.0.0.1:{port}/")
+    console.print(f"repository {repo} (v1, v2, v3); prod served on http://{prod}/")
     progress = ConsoleProgress(console)
     plane = await ControlPlane.open(loaded, observers=[progress])
     records: list[tuple[str, DeploymentRecord]] = []
@@ -127,7 +129,7 @@ async def run_demo(root: Path) -> DemoResult:
         load = asyncio.create_task(
             run_load(
                 LoadSpec(
-                    url=f"http://127.0.0.1:{port}",
+                    url=f"http://{prod}",
                     connections=20,
                     slow_fraction=0.1,
                     slow_path="/slow?seconds=1",

@@ -12,6 +12,7 @@ import yaml
 from pydantic import ValidationError
 
 from zerodown.config.model import ZerodownConfig
+from zerodown.config.routes import RouteConflict
 from zerodown.errors import ConfigError
 
 DEFAULT_FILE = "zerodown.yml"
@@ -106,6 +107,9 @@ def _apply_environ(data: dict[str, Any], environ: Mapping[str, str]) -> dict[str
 def _first_error(exc: ValidationError, root: yaml.Node | None, file: Path) -> ConfigError:
     error = exc.errors()[0]
     loc = [str(part) for part in error["loc"]]
+    cause = (error.get("ctx") or {}).get("error")
+    if isinstance(cause, RouteConflict):  # raised for the whole config: it names its field
+        loc = list(cause.loc)
     # pydantic reports errors raised in a validator of a union/annotated type with extra parts
     loc = [part for part in loc if not part.startswith(("function-", "tagged-union"))]
     field = ".".join(loc) if loc else None

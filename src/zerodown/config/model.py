@@ -15,6 +15,13 @@ from zerodown.config.alarms import AlarmList, LogMetricList
 from zerodown.config.notifications import NotificationsConfig
 from zerodown.config.pipeline import PipelineConfig
 from zerodown.config.progressive import AnalysisConfig, CanaryStep, check_steps, default_steps
+from zerodown.config.routes import (
+    LISTEN_EXAMPLE,
+    check_address,
+    check_routes,
+    default_listen,
+    listen_list,
+)
 from zerodown.config.secrets import SecretSourceConfig
 from zerodown.config.server import ServerConfig
 from zerodown.config.units import Duration, Size
@@ -253,13 +260,41 @@ class EnvironmentConfig(_Model):
     secrets: list[SecretSourceConfig] = Field(default_factory=list, description="Secret sources.")
     alarms: AlarmList = Field(default_factory=list, description="Alarms; [preset: seed].")
     bake_window: Duration | None = Field(None, description="Watch after deploy (prod 5m, else 0).")
+    listen: tuple[str, ...] | None = Field(
+        None,
+        description="Router address(es) host:port this environment is served on. Default: "
+        "router.listen for the first environment in the file (and for one with its own "
+        "`hosts:`); router.listen's port + n for the n-th environment, counting from 0 "
+        "(dev 8080, prod 8081 as `zerodown init` writes them). The router listens on all.",
+    )
+    hosts: tuple[str, ...] | None = Field(
+        None,
+        description="Host headers this environment's routes answer (replaces the services' "
+        "`hosts:` here; [] = any). With hosts an environment may share router.listen.",
+    )
+
+    @field_validator("listen", mode="before")
+    @classmethod
+    def _listen_list(cls, value: Any) -> Any:
+        return None if value is None else listen_list(value)
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        if value is not None and not value:
+            raise ValueError(f"list at least one host:port, e.g. `listen: {LISTEN_EXAMPLE}`")
+        return None if value is None else tuple(check_address(item) for item in value)
 
 
 class RouterConfig(_Model):
     """zerodown's router: where it listens and its limits."""
 
     backend: Literal["builtin"] = Field("builtin", description="Router backend.")
-    listen: tuple[str, ...] = Field(("127.0.0.1:8080",), description="host:port to listen on.")
+    listen: tuple[str, ...] = Field(
+        ("127.0.0.1:8080",),
+        description="host:port (or a list) to listen on; the first environment is served here, "
+        "the others on the next ports unless their `listen:` or `hosts:` say otherwise.",
+    )
     balance: Literal["least_inflight", "round_robin"] = Field("least_inflight")
     max_header_bytes: Size = Field(64 * 1024, description="Larger request heads get 431.")
     max_body_bytes: Size = Field(100 * 1024**2, description="Larger request bodies get 413.")
@@ -267,14 +302,17 @@ class RouterConfig(_Model):
     response_timeout: Duration = Field(60.0, description="Upstream response timeout (then 504).")
     workers: int = Field(1, ge=1, le=16, description="Router processes on one port (more cores).")
 
+    @field_validator("listen", mode="before")
+    @classmethod
+    def _listen_list(cls, value: Any) -> Any:
+        return listen_list(value)
+
     @field_validator("listen")
     @classmethod
     def _listen(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        for item in value:
-            host, _, port = item.rpartition(":")
-            if not host or not port.isdigit() or not 0 < int(port) < 65536:
-                raise ValueError(f"write host:port, e.g. 127.0.0.1:8080, not {item!r}")
-        return value
+        if not value:
+            raise ValueError(f"list at least one host:port, e.g. `listen: {LISTEN_EXAMPLE}`")
+        return tuple(check_address(item) for item in value)
 
 
 class RuntimeConfig(_Model):
@@ -318,3 +356,15 @@ class ZerodownConfig(_Model):
         if not value:
             raise ValueError("define at least one service")
         return value
+
+    @model_validator(mode="after")
+    def _routes(self) -> ZerodownConfig:
+        # Each environment gets its address now (see config.routes), so every reader of the
+        # config sees where it is served; then no two routes may shadow each other.
+        given = {name for name, env in self.environments.items() if env.listen is not None}
+        resolved = default_listen(self.router.listen, self.environments)
+        for name, env in list(self.environments.items()):
+            if env.listen != resolved[name]:
+                self.environments[name] = env.model_copy(update={"listen": resolved[name]})
+        check_routes(self, given)
+        return self

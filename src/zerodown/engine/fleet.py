@@ -183,10 +183,12 @@ class Fleet:
 
     def route_spec(self) -> RouteSpec:
         """The route as the config describes it."""
+        env_hosts = self.environment.hosts  # the environment's own, else the service's
         return RouteSpec(
             service=self.route_name,
-            hosts=self.service.hosts,
+            hosts=self.service.hosts if env_hosts is None else env_hosts,
             path_prefix=self.service.path_prefix,
+            listen=self.environment.listen or (),  # resolved per environment by the config
             balance=self.balance,
             health=self.health,
             drain_timeout=self.service.drain_timeout,

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 import httpx
 
 from zerodown.clock import Clock, SystemClock
+from zerodown.config.routes import route_hosts
 from zerodown.config.verify import LogScanConfig, SmokeCheck, VerifyConfig, merge_verify
 from zerodown.engine.events import EventKind
 from zerodown.engine.extensions import DeploymentContext
@@ -113,10 +114,12 @@ class PostDeployVerifier:
     ) -> list[CheckResult]:
         chosen = list(targets) if check.via in ("instances", "both") else []
         if check.via in ("router", "both"):
-            if self.router_listen is None:
+            # the environment's own router address and hosts (see zerodown.config.routes)
+            listen = ctx.environment.listen[0] if ctx.environment.listen else self.router_listen
+            if listen is None:
                 why = "no router address is known to send it through"
                 return [CheckResult(check.label, "smoke", "router", False, why)]
-            chosen.append(router_target(self.router_listen, ctx.service.hosts))
+            chosen.append(router_target(listen, route_hosts(ctx.service.hosts, ctx.environment)))
         try:
             request = await values.request_for(check)
         except VerificationFailed as exc:  # a missing secret: nothing is sent
