@@ -162,3 +162,12 @@ def test_the_check_applies_to_every_load_not_only_the_file_loader() -> None:
     }
     with pytest.raises(ValidationError, match="would shadow each other"):
         ZerodownConfig.model_validate(data)
+
+
+def test_the_json_schema_lets_editors_accept_listen_as_a_string_or_a_list() -> None:
+    defs = ZerodownConfig.model_json_schema()["$defs"]
+    for model in ("RouterConfig", "EnvironmentConfig"):
+        options = defs[model]["properties"]["listen"]["anyOf"]
+        assert {"type": "string"} in options
+        assert {"type": "array", "items": {"type": "string"}} in options
+        assert "type" not in defs[model]["properties"]["listen"]

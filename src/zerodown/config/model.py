@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from typing import Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator, model_validator
 
 from zerodown.config.alarms import AlarmList, LogMetricList
 from zerodown.config.notifications import NotificationsConfig
@@ -72,6 +72,20 @@ HEALTH_PRESETS: dict[str, dict[str, Any]] = {
         "deadline": 60.0,
     },
 }
+
+
+def _listen_schema(schema: dict[str, JsonValue]) -> None:
+    """`listen:` in the JSON Schema: one host:port or a list of them (the validator takes both)."""
+    nullable = any(isinstance(s, dict) and s.get("type") == "null" for s in _any_of(schema))
+    for key in ("type", "items", "anyOf"):
+        schema.pop(key, None)
+    options: list[JsonValue] = [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]
+    schema["anyOf"] = [*options, {"type": "null"}] if nullable else options
+
+
+def _any_of(schema: dict[str, JsonValue]) -> list[JsonValue]:
+    found = schema.get("anyOf")
+    return found if isinstance(found, list) else []
 
 
 class _Model(BaseModel):
@@ -266,6 +280,7 @@ class EnvironmentConfig(_Model):
         "router.listen for the first environment in the file (and for one with its own "
         "`hosts:`); router.listen's port + n for the n-th environment, counting from 0 "
         "(dev 8080, prod 8081 as `zerodown init` writes them). The router listens on all.",
+        json_schema_extra=_listen_schema,
     )
     hosts: tuple[str, ...] | None = Field(
         None,
@@ -294,6 +309,7 @@ class RouterConfig(_Model):
         ("127.0.0.1:8080",),
         description="host:port (or a list) to listen on; the first environment is served here, "
         "the others on the next ports unless their `listen:` or `hosts:` say otherwise.",
+        json_schema_extra=_listen_schema,
     )
     balance: Literal["least_inflight", "round_robin"] = Field("least_inflight")
     max_header_bytes: Size = Field(64 * 1024, description="Larger request heads get 431.")
