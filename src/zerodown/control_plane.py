@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 from zerodown.config import LoadedConfig
@@ -22,6 +23,7 @@ from zerodown.routers.builtin.client import BuiltinRouter, ensure_router
 from zerodown.runtimes.base import InstanceInfo, Runtime
 from zerodown.runtimes.local import LocalRuntime
 from zerodown.store.base import DeploymentRecord, HistoryStore
+from zerodown.store.locking import why_holder_is_gone
 from zerodown.store.sql import open_store
 
 
@@ -50,6 +52,23 @@ class FleetStatus:
     @property
     def revision(self) -> str | None:
         return self.live.revision if self.live else None
+
+
+@dataclass(frozen=True)
+class Orphan:
+    """A service in an environment that zerodown.yml no longer defines, still running."""
+
+    service: str
+    environment: str
+    route: RouteStatus | None
+    instances: tuple[InstanceInfo, ...]
+    environment_defined: bool  # only the service left zerodown.yml
+
+    @property
+    def stop_command(self) -> str:
+        """The command that stops it and nothing zerodown.yml still wants."""
+        command = f"zerodown stop --env {self.environment}"
+        return f"{command} --service {self.service}" if self.environment_defined else command
 
 
 def check_target(loaded: LoadedConfig, service: str, environment: str) -> None:
@@ -104,6 +123,15 @@ async def bind_routes_to_environments(router: Router, loaded: LoadedConfig) -> N
             await router.apply_route(replace(status.route, listen=listen, hosts=hosts))
 
 
+def _stamp(path: Path) -> tuple[int, int, int] | None:
+    """What tells that a file changed: mtime, size and inode (editors replace files)."""
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return (stat.st_mtime_ns, stat.st_size, stat.st_ino)
+
+
 class ControlPlane:
     """Everything the engine needs, opened for one zerodown.yml."""
 
@@ -115,6 +143,7 @@ class ControlPlane:
         self.router = router
         self.store = store
         self._collector: Any = None
+        self._config_stamp: tuple[int, int, int] | None = _stamp(loaded.path)
 
     @classmethod
     async def open(
@@ -133,6 +162,31 @@ class ControlPlane:
             await plane.recover(observers)
             await plane.reap_expired_fleets()
         return plane
+
+    async def refresh_config(self) -> LoadedConfig:
+        """The config as zerodown.yml says now: `serve` runs for days, and each request must
+        act on the file as it is, not as it was at start. Re-read only when the file changed;
+        an invalid file raises ConfigError (the request is refused) and keeps the last good one."""
+        path = self.loaded.path
+        seen = _stamp(path)
+        if seen is not None and seen == self._config_stamp:
+            return self.loaded
+        from zerodown.config import load_config
+
+        loaded = load_config(path)
+        if (loaded.state_dir, loaded.store_url) != (self.loaded.state_dir, self.loaded.store_url):
+            raise ConfigError(
+                "state_dir and store cannot change while zerodown serve runs: "
+                "stop serve, then start it again",
+                path=str(path),
+                field="state_dir" if loaded.state_dir != self.loaded.state_dir else "store",
+            )
+        if loaded.config != self.loaded.config:
+            # a new environment's address is bound now, before anything deploys to it
+            self.router = await open_router(loaded)
+            self.loaded = loaded
+        self._config_stamp = seen
+        return self.loaded
 
     async def recover(self, observers: Sequence[DeploymentObserver] = ()) -> None:
         """Finish or roll back every deployment whose process died (`kill -9`, a crash)."""
@@ -220,6 +274,10 @@ class ControlPlane:
 
             ext.guards.append(AlarmGuard(store=self.store))
             ext.verifiers.append(BakeWindow())  # last: it bakes what the other checks passed
+        # release retention: after a successful deployment, old releases (venvs...) are deleted
+        from zerodown.revisions import ReleaseRetention
+
+        ext.observers.append(ReleaseRetention(self.loaded, self.store, self.runtime))
         return ext
 
     async def status(self) -> list[FleetStatus]:
@@ -248,6 +306,56 @@ class ControlPlane:
                     )
                 )
         return result
+
+    async def orphans(self) -> list[Orphan]:
+        """Instances and routes of services or environments zerodown.yml no longer defines:
+        they keep running (the data plane never stops by itself) until `zerodown stop --env`."""
+        config = self.loaded.config
+        routes = {route.route.service: route for route in await self.router.status()}
+        found: dict[tuple[str, str], list[InstanceInfo]] = {}
+        for info in await self.runtime.list():
+            key = (info.service, info.labels.get("environment", ""))
+            if key[0] not in config.services or key[1] not in config.environments:
+                found.setdefault(key, []).append(info)
+        for name in routes:
+            service, _, environment = name.partition(".")
+            if service not in config.services or environment not in config.environments:
+                found.setdefault((service, environment), [])
+        return [
+            Orphan(
+                service,
+                environment,
+                routes.get(f"{service}.{environment}"),
+                tuple(infos),
+                environment_defined=environment in config.environments,
+            )
+            for (service, environment), infos in sorted(found.items())
+        ]
+
+    async def stop_environment(self, environment: str, service: str | None = None) -> int:
+        """Stop the instances of one environment (of one service, or all) and remove its routes;
+        the router and every other environment keep serving. How many instances stopped."""
+        names = {service} if service is not None else set(self.loaded.config.services)
+        if service is None:  # services that left zerodown.yml too
+            names |= {info.service for info in await self.runtime.list()}
+        for name in sorted(names):
+            holder = await self.store.lock_holder(name, environment)
+            if holder is not None and why_holder_is_gone(holder) is None:
+                raise ConfigError(
+                    f"{name}/{environment} is being deployed (deployment "
+                    f"{holder.deployment_id[:8]}): abort it or wait, then stop"
+                )
+        for route in await self.router.status():
+            route_service, _, route_env = route.route.service.partition(".")
+            if route_env == environment and route_service in names:
+                await self.router.remove_route(route.route.service)
+        stopped = 0
+        for info in await self.runtime.list():
+            if info.service in names and info.labels.get("environment") == environment:
+                await self.runtime.stop(info.instance_id)
+                await self.runtime.remove(info.instance_id)
+                stopped += 1
+        return stopped
 
     async def stop_everything(self) -> int:
         """Stop every instance and the router (`zerodown stop`); return how many instances."""

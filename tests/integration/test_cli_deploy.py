@@ -257,3 +257,77 @@ def test_refused_requests_exit_2_and_are_not_deployments(project: Project) -> No
     assert kpis.returncode == 0, kpis.stderr
     prod = [k for k in json.loads(kpis.stdout) if k["environment"] == "prod"]
     assert prod[0]["deployments"] == 2 and prod[0]["deploys_failed"] == 0
+
+
+def test_serve_deploys_with_zerodown_yml_as_it_is_now(project: Project) -> None:
+    """serve re-reads zerodown.yml for each request: a changed strategy is used at once, an
+    invalid file refuses the request with its error (exit 2) and serve keeps running."""
+    config = project.repo / "zerodown.yml"
+    serve = project.spawn("serve")
+    try:
+        sock = project.repo / ".zerodown" / "control-plane.sock"
+        _wait_for(sock.exists, 60, "zerodown serve to listen")
+        first = project.run("deploy", "web", "--env", "prod", "-r", "v1")
+        assert first.returncode == 0, first.stdout + first.stderr
+        assert "rolling:" in first.stdout
+        text = config.read_text()
+        assert "strategy: {type: rolling, batch: 1, surge: true}" in text
+        config.write_text(
+            text.replace("{type: rolling, batch: 1, surge: true}", "{type: all-at-once}")
+        )
+        second = project.run("deploy", "web", "--env", "prod", "-r", "v2")
+        assert second.returncode == 0, second.stdout + second.stderr
+        assert "all-at-once:" in second.stdout and "rolling:" not in second.stdout
+        config.write_text(config.read_text().replace("drain_timeout:", "drain_timout:", 1))
+        invalid = project.run("deploy", "web", "--env", "prod", "-r", "v1")
+        assert invalid.returncode == 2, invalid.stdout + invalid.stderr
+        assert "zerodown.yml:" in invalid.stderr and "drain_timout" in invalid.stderr
+        assert serve.poll() is None
+        config.write_text(config.read_text().replace("drain_timout:", "drain_timeout:", 1))
+        history = json.loads(project.run("history", "--json").stdout)
+        assert [h["strategy"] for h in history] == ["all-at-once", "rolling"]
+    finally:
+        serve.send_signal(signal.SIGINT)
+        output, _ = serve.communicate(timeout=120)
+    assert serve.returncode == 0, output
+
+
+def test_an_environment_removed_from_zerodown_yml_is_shown_as_orphan_and_stoppable(
+    project: Project,
+) -> None:
+    """Its instances keep running (the data plane never stops by itself): `status` names them
+    as orphans with the command that stops them, and `stop --env` stops only them."""
+    config = project.repo / "zerodown.yml"
+    with_staging = config.read_text() + (
+        f"  staging:\n    listen: ['127.0.0.1:{_free_port()}']\n"
+        "    strategy: {type: all-at-once}\n"
+    )
+    config.write_text(with_staging)
+    assert project.run("deploy", "web", "--env", "prod", "-r", "v1").returncode == 0
+    done = project.run("deploy", "web", "--env", "staging", "-r", "v2")
+    assert done.returncode == 0, done.stdout + done.stderr
+    config.write_text(with_staging.split("  staging:\n")[0])
+    shown = project.run("status")
+    assert shown.returncode == 0, shown.stderr
+    assert "web/staging" in shown.stdout and "orphaned" in shown.stdout
+    assert "zerodown stop --env staging" in shown.stdout
+    listed = json.loads(project.run("status", "--json").stdout)
+    orphans = [entry for entry in listed if entry.get("orphan")]
+    assert [(o["environment"], len(o["instances"])) for o in orphans] == [("staging", 2)]
+    stopped = project.run("stop", "--env", "staging")
+    assert stopped.returncode == 0, stopped.stderr
+    assert "stopped 2 instance(s) of staging" in stopped.stdout
+    assert not [
+        entry for entry in json.loads(project.run("status", "--json").stdout) if entry.get("orphan")
+    ]
+    assert project.get().json()["version"] == "v1"  # prod keeps serving
+
+
+def test_deploy_without_revision_deploys_head_of_the_source_repo(project: Project) -> None:
+    """What `zerodown init` says to run next works: no --revision means HEAD."""
+    subprocess.run(["git", "checkout", "-q", "v2"], cwd=project.repo, check=True)
+    done = project.run("deploy", "web", "--env", "prod")
+    assert done.returncode == 0, done.stdout + done.stderr
+    history = json.loads(project.run("history", "--json").stdout)
+    assert history[0]["revision"] == project.sha("v2")
+    assert project.get().json()["version"] == "v2"

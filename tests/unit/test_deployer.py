@@ -214,6 +214,22 @@ async def test_manual_rollback_goes_to_the_previous_successful_revision(tmp_path
     assert harness.serving_revisions() == ["v1", "v1"]
 
 
+async def test_rollback_to_a_revision_whose_last_deployment_failed_warns(tmp_path: Path) -> None:
+    """`rollback --to v2` where v2 was rolled back: allowed, with a warning as the first
+    decision; `--to v1` (it succeeded) has none."""
+    harness = await _on_v1(tmp_path)
+    _break_health(harness)
+    assert (await harness.deploy("v2")).state is DeploymentState.ROLLED_BACK
+    harness.prober.unhealthy.clear()
+    record = await harness.deployer.rollback("api", "prod", to="v2", actor="bob")
+    assert record.state is DeploymentState.SUCCEEDED
+    decisions = [e for e in harness.store.event_log[record.id] if e.kind.value == "decision"]
+    assert decisions[0].message.startswith("warning: the last deployment of v2 to prod ended ")
+    assert "rolled_back" in decisions[0].message
+    again = await harness.deployer.rollback("api", "prod", to="v1", actor="bob")
+    assert not [e for e in harness.store.event_log[again.id] if "warning" in e.data]
+
+
 async def test_recovery_rolls_back_a_deployment_whose_process_died(tmp_path: Path) -> None:
     """An in_progress deployment with a dead holder and a half-switched fleet ends ROLLED_BACK,
     with the orphan (started, never admitted) stopped and v1 serving everywhere."""

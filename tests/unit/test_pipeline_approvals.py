@@ -100,3 +100,24 @@ async def test_a_cancelled_run_stops_waiting() -> None:
     await clock.advance(1)
     with pytest.raises(PipelineError, match="superseded"):
         await task
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        ({}, (2, 300.0)),  # the seeds' prod: two approvers, then five minutes
+        ({"approvals": 0}, (0, 0.0)),  # no approvals: no silent five-minute wait either
+        ({"approvals": 0, "wait_timer": "1m"}, (0, 60.0)),  # unless asked for
+        ({"approvals": 1, "wait_timer": 0}, (1, 0.0)),
+    ],
+)
+def test_the_prod_wait_timer_applies_only_with_approvals_unless_set(
+    given: dict[str, object], expected: tuple[int, float]
+) -> None:
+    from zerodown.config.pipeline import PipelineConfig
+
+    pipeline = PipelineConfig.model_validate(
+        {"jobs": {"test": {"command": "true"}}, "environments": {"prod": given}}
+    )
+    gates = pipeline.gates("prod")
+    assert (gates.approvals, gates.wait_timer) == expected

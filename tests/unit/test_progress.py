@@ -15,6 +15,7 @@ from zerodown.config.model import ZerodownConfig
 from zerodown.engine.events import DeploymentEvent, DeploymentState, EventKind
 
 SHA = "1f03ba05cafe0123456789abcdef0123456789ab"
+OLD = "0aa0bb11cc22dd33ee44ff5566778899aabbccdd"
 
 
 def _progress(*, verbose: bool = False, ref: str | None = None) -> tuple[ConsoleProgress, Any]:
@@ -150,11 +151,20 @@ async def test_lines_name_the_revision_by_the_ref_deployed() -> None:
     build = DeploymentEvent(
         "d1", EventKind.BUILD, f"release {SHA[:12]} ready in 0.10 s", {"sha": SHA}, 1000.0
     )
-    decision = DeploymentEvent(
-        "d1", EventKind.DECISION, f"rolling: 2 live instance(s) of x -> 2 of {SHA[:12]}", {}, 1
-    )
-    await _play(progress, [build, decision])
-    assert _lines(out) == [
-        "release v2 (1f03ba05) ready in 0.10 s",
-        "rolling: 2 live instance(s) of x -> 2 of v2 (1f03ba05)",
+    plan = f"rolling: 2 live instance(s) of {OLD[:12]} -> 2 of {SHA[:12]}"
+    decision = DeploymentEvent("d1", EventKind.DECISION, plan, {"previous_revision": OLD}, 1)
+    failed = f"deployment failed: instance api-1 ({SHA[:12]}) failed its health check"
+    rollback = [
+        DeploymentEvent("d1", EventKind.DECISION, failed, {}, 2),
+        DeploymentEvent("d1", EventKind.BUILD, f"release {OLD[:12]} ready", {"sha": OLD}, 3),
     ]
+    await _play(progress, [build, decision, *rollback])
+    assert (
+        _lines(out)
+        == [
+            "release v2 (1f03ba05) ready in 0.10 s",
+            f"rolling: 2 live instance(s) of {OLD[:12]} -> 2 of v2 (1f03ba05)",
+            failed,  # instance lines keep the sha they name
+            f"release {OLD[:12]} ready",  # the rollback's release is not v2
+        ]
+    )

@@ -66,7 +66,10 @@ def init(
     directory.mkdir(parents=True, exist_ok=True)
     target.write_text(text)
     load_config(target)  # a template that does not validate is our bug: fail loudly here
-    console.print(f"wrote {target} (preset {preset}); next: zerodown deploy api --env dev")
+    console.print(
+        f"wrote {target} (preset {preset}); next: commit your code to git, then "
+        "`zerodown deploy api --env dev` (deploys HEAD; --revision picks a sha, branch or tag)"
+    )
 
 
 @app.command()

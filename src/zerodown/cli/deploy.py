@@ -18,7 +18,7 @@ from rich.table import Table
 
 from zerodown.cli.progress import ConsoleProgress
 from zerodown.config import LoadedConfig, load_config
-from zerodown.control_plane import ControlPlane, FleetStatus, check_target
+from zerodown.control_plane import ControlPlane, FleetStatus, Orphan, check_target
 from zerodown.engine.deployer import Deployer, DeployRequest
 from zerodown.engine.events import DeploymentState
 from zerodown.errors import ConfigError, ZerodownError
@@ -87,13 +87,14 @@ def _run_deployment(
     work: Callable[[Deployer], Awaitable[DeploymentRecord]],
     *,
     verbose: bool = False,
+    ref: str | None = None,
 ) -> DeploymentRecord:
     """Open the control plane and run one deployment with live progress. The first Ctrl-C,
     SIGTERM or SIGUSR1 (`zerodown abort`) fails it and rolls the fleet back; later ones are
     refused while the rollback runs, so the fleet is never left half-switched."""
 
     async def main() -> DeploymentRecord:
-        progress = ConsoleProgress(console, verbose=verbose)
+        progress = ConsoleProgress(console, verbose=verbose, ref=ref)
         plane = await ControlPlane.open(loaded, observers=[progress])
         loop = asyncio.get_running_loop()
         aborted = False
@@ -132,7 +133,7 @@ def _run_remote(
     async def main() -> DeploymentRecord | None:
         if not await serve_is_running(state_dir):
             return None
-        progress = ConsoleProgress(console, verbose=verbose)
+        progress = ConsoleProgress(console, verbose=verbose, ref=request.get("revision"))
         loop = asyncio.get_running_loop()
         aborts: set[asyncio.Task[None]] = set()
 
@@ -192,7 +193,12 @@ def _finish(record: DeploymentRecord) -> None:
 def deploy(
     service: Annotated[str, typer.Argument(help="Service to deploy.")],
     env: EnvOption,
-    revision: Annotated[str, typer.Option("--revision", "-r", help="git sha, branch or tag.")],
+    revision: Annotated[
+        str | None,
+        typer.Option(
+            "--revision", "-r", help="git sha, branch or tag (default: HEAD of the source repo)."
+        ),
+    ] = None,
     actor: Annotated[str | None, typer.Option(help="Who deploys (default: git user).")] = None,
     wait: Annotated[bool, typer.Option(help="Wait for a running deployment to end.")] = False,
     verbose: Annotated[
@@ -203,6 +209,14 @@ def deploy(
     """Deploy a revision of SERVICE; exit 0 succeeded, 1 failed (rolled back), 2 bad input."""
     loaded = load_config(config)
     check_target(loaded, service, env)
+    if revision is None:
+        if loaded.config.services[service].source is None:
+            raise ConfigError(
+                f"service {service} has no `source:` to take HEAD from: "
+                "name what you deploy with --revision LABEL",
+                field="--revision",
+            )
+        revision = "HEAD"
     request = DeployRequest(
         service=service, environment=env, revision=revision, actor=actor_name(actor)
     )
@@ -226,6 +240,7 @@ def deploy(
             loaded,
             lambda deployer: deployer.deploy(request, wait_for_lock=wait_for_lock),
             verbose=verbose,
+            ref=revision,
         )
     )
 
@@ -316,16 +331,41 @@ def _status_json(items: list[FleetStatus]) -> list[dict[str, Any]]:
     return [fleet_view(item) for item in items]  # the same shape as the API's
 
 
+def _orphan_json(orphan: Orphan) -> dict[str, Any]:
+    return {
+        "service": orphan.service,
+        "environment": orphan.environment,
+        "orphan": True,
+        "route": orphan.route.route.service if orphan.route else None,
+        "instances": [
+            {"instance": i.instance_id, "revision": i.revision, "state": i.state.value}
+            for i in orphan.instances
+        ],
+    }
+
+
 def _record_json(record: DeploymentRecord) -> dict[str, Any]:
     return deployment_view(record)
 
 
 def status(as_json: JsonOption = False, config: ConfigOption = None) -> None:
-    """What runs where: revision, instances, health, last deployment."""
-    items = open_and_run(config, lambda plane: plane.status())
+    """What runs where: revision, instances, health, last deployment; and orphans."""
+
+    async def work(plane: ControlPlane) -> tuple[list[FleetStatus], list[Orphan]]:
+        return await plane.status(), await plane.orphans()
+
+    items, orphans = open_and_run(config, work)
     if as_json:
-        print(json.dumps(_status_json(items), indent=2))
+        print(json.dumps(_status_json(items) + [_orphan_json(o) for o in orphans], indent=2))
         return
+    for orphan in orphans:
+        console.print(
+            f"[bold yellow]{orphan.service}/{orphan.environment}[/bold yellow]  orphaned: not in "
+            f"zerodown.yml, {len(orphan.instances)} instance(s) still running"
+            f"{' and a route' if orphan.route else ''}; stop them with "
+            f"`{orphan.stop_command}`",
+            soft_wrap=True,
+        )
     for item in items:
         healthy = item.route.healthy_count if item.route else 0
         wanted = 0
@@ -505,13 +545,35 @@ def _read_log(path: Path, position: int) -> tuple[list[str], int]:
     return chunk[:complete].decode(errors="replace").splitlines(), position + complete
 
 
-def stop(config: ConfigOption = None) -> None:
-    """Stop every instance and the router of this project (nothing keeps running)."""
+def stop(
+    env: Annotated[
+        str | None,
+        typer.Option(
+            "--env",
+            "-e",
+            help="Only this environment (also one zerodown.yml no longer defines); the router "
+            "and the other environments keep serving.",
+        ),
+    ] = None,
+    service: Annotated[
+        str | None, typer.Option("--service", "-s", help="With --env: only this service.")
+    ] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Stop every instance and the router of this project, or one environment's instances."""
+    if service is not None and env is None:
+        raise ConfigError("--service needs --env: write zerodown stop --env E --service S")
 
     async def work(plane: ControlPlane) -> int:
+        if env is not None:
+            return await plane.stop_environment(env, service)
         return await plane.stop_everything()
 
     count = open_and_run(config, work, recover=False)
+    if env is not None:
+        what = f"{service}/{env}" if service else env
+        console.print(f"stopped {count} instance(s) of {what}; the router keeps serving the rest")
+        return
     console.print(f"stopped {count} instance(s) and the router")
 
 
@@ -559,6 +621,9 @@ def serve(config: ConfigOption = None) -> None:
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(5):
                         await stop.wait()
+                # zerodown.yml as it is now (an invalid one: each request says why it is refused)
+                with contextlib.suppress(ConfigError):
+                    await plane.refresh_config()
                 # a CLI deploy that was killed meanwhile is finished or rolled back here
                 await plane.recover([progress])
                 await plane.reap_expired_fleets()

@@ -129,10 +129,19 @@ class ConsoleProgress:
         return event.message
 
     def _name_revision(self, event: DeploymentEvent, text: str) -> str:
-        """`release 1f03ba05cafe ready` -> `release v2 (1f03ba05) ready` when the ref is known."""
-        if event.kind is EventKind.BUILD and isinstance(event.data.get("sha"), str):
-            self._sha = event.data["sha"]
+        """`release 1f03ba05cafe ready` -> `release v2 (1f03ba05) ready` when the ref is known.
+
+        Only the lines that announce the revision: the release, the plan, the traffic steps
+        (a rollback's release is another sha; instance lines already name the revision).
+        """
+        sha = event.data.get("sha") if event.kind is EventKind.BUILD else None
+        if self._sha is None and isinstance(sha, str):
+            self._sha = sha  # the deployment's own release is the first one built
         if self.ref is None or self._sha is None or event.kind not in _NAMES_REVISION:
+            return text
+        if event.kind is EventKind.BUILD and sha != self._sha:
+            return text
+        if event.kind is EventKind.DECISION and "previous_revision" not in event.data:
             return text
         return text.replace(self._sha[:12], revision_label(self._sha, self.ref))
 

@@ -69,7 +69,9 @@ class PipelineEnvironmentConfig(_Model):
         None, ge=0, le=20, description="Distinct approvers needed (default: prod 2, others 0)."
     )
     wait_timer: Duration | None = Field(
-        None, description="Wait before deploying (default: prod 5 minutes, others 0)."
+        None,
+        description="Wait before deploying (default: 5 minutes where approvals are required, "
+        "i.e. prod; 0 otherwise, also with `approvals: 0`).",
     )
     scan: Literal["required", "optional"] | None = Field(
         None, description="Whether a failed/missing scan blocks (default: prod required)."
@@ -123,9 +125,13 @@ class PipelineConfig(_Model):
         """The gates of `environment`, with the seeds' defaults filled in."""
         given = self.environments.get(environment, PipelineEnvironmentConfig())
         prod = environment in PRODUCTION_NAMES
+        approvals = given.approvals if given.approvals is not None else (2 if prod else 0)
+        # The seeds' 5-minute timer is a window to react before an approved deploy starts:
+        # without approvals it would only be an unannounced wait.
+        default_timer = 300.0 if approvals else 0.0
         return ResolvedGates(
-            approvals=given.approvals if given.approvals is not None else (2 if prod else 0),
-            wait_timer=given.wait_timer if given.wait_timer is not None else (300.0 if prod else 0),
+            approvals=approvals,
+            wait_timer=given.wait_timer if given.wait_timer is not None else default_timer,
             scan_required=(given.scan or ("required" if prod else "optional")) == "required",
             approval_timeout=given.approval_timeout,
         )

@@ -80,6 +80,7 @@ class DeployRequest:
     revision: str
     actor: str
     kind: str = "deploy"  # or "rollback" (a manual `zerodown rollback`)
+    warning: str | None = None  # recorded as the deployment's first decision
 
 
 async def run_shielded(work: Awaitable[None]) -> bool:
@@ -352,7 +353,10 @@ class Deployer:
         """Deploy an earlier revision: `to`, or the newest successful one not running now."""
         self.lookup(service, environment)
         target = to or await self._rollback_target(service, environment)
-        return await self.deploy(DeployRequest(service, environment, target, actor, "rollback"))
+        warning = None if to is None else await self._failed_before(service, environment, to)
+        return await self.deploy(
+            DeployRequest(service, environment, target, actor, "rollback", warning=warning)
+        )
 
     async def deploy(
         self, request: DeployRequest, *, wait_for_lock: float | None = None
@@ -374,6 +378,10 @@ class Deployer:
             await self.store.create_deployment(record)
             run = DeploymentRun(self, record, service, environment)
             try:
+                if request.warning:
+                    await run.recorder.emit(
+                        EventKind.DECISION, request.warning, {"warning": request.warning}
+                    )
                 await self._execute(run, strategy)
             finally:
                 await run.recorder.close()
@@ -536,6 +544,23 @@ class Deployer:
                     raise
             # Another process holds the lock: nothing to await across processes but the store.
             await self.clock.sleep(min(LOCK_POLL, max(0.0, deadline - self.clock.monotonic())))
+
+    async def _failed_before(self, service: str, environment: str, revision: str) -> str | None:
+        """A warning when the newest deployment of `revision` here did not succeed: rolling
+        back to it is allowed (it may have failed for another reason), but never silently."""
+        sha, _, _ = await self._resolve(self.lookup(service, environment)[0], revision)
+        for record in await self.store.list_deployments(
+            service=service, environment=environment, limit=200
+        ):
+            if record.revision == sha and record.state.terminal:
+                if record.state is DeploymentState.SUCCEEDED:
+                    return None
+                return (
+                    f"warning: the last deployment of {revision} to {environment} ended "
+                    f"{record.state.value} ({record.reason or 'no reason recorded'}); "
+                    "rolling back to it anyway, as --to asked"
+                )
+        return None
 
     async def _rollback_target(self, service: str, environment: str) -> str:
         fleet = self.fleet(service, environment, "", NullSink())

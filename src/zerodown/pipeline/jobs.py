@@ -249,6 +249,12 @@ class JobExecutor:
         if run.state is not RunState.WAITING:
             raise PipelineError(run.cancel_requested or f"run is {run.state}")
         announced = False
+        needs = [f"{gates.approvals} distinct approval(s)"] if gates.approvals else []
+        if gates.wait_timer:
+            needs.append(f"a {gates.wait_timer:g} s wait timer (pipeline.environments.wait_timer)")
+        self.s.logs.line(
+            name, f"[zerodown] before deploying to {run.environment}: {' and '.join(needs)}"
+        )
 
         async def on_status(status: ApprovalStatus) -> None:
             nonlocal announced

@@ -137,9 +137,14 @@ async def _record(state: ApiState, deployment_id: str) -> DeploymentRecord:
         raise
 
 
-def _target(state: ApiState, service: str, environment: str) -> None:
+async def _target(state: ApiState, service: str, environment: str) -> None:
+    """404 unless zerodown.yml (re-read when it changed) defines them; 400 for an invalid file."""
     try:
-        check_target(state.plane.loaded, service, environment)
+        loaded = await state.plane.refresh_config()
+    except ConfigError as exc:
+        raise HTTPException(400, str(exc)) from None
+    try:
+        check_target(loaded, service, environment)
     except ConfigError as exc:
         raise HTTPException(404, exc.reason) from None
 
@@ -290,7 +295,7 @@ def read_routes() -> APIRouter:
     ) -> dict[str, Any]:
         """Requests, 5xx and latency per revision per 10 s period (the router's datapoints)."""
         state = state_of(request)
-        _target(state, service, environment)
+        await _target(state, service, environment)
         return await _metric_series(state, f"{service}.{environment}", minutes)
 
     @api.get("/kpis")
@@ -320,7 +325,7 @@ def action_routes() -> APIRouter:
     async def deploy(request: Request, body: DeployBody, actor: Actor) -> JSONResponse:
         """Start a deployment in the background; follow it on its `stream`."""
         state = state_of(request)
-        _target(state, body.service, body.environment)
+        await _target(state, body.service, body.environment)
         wanted = DeployRequest(body.service, body.environment, body.revision, actor)
         return _accepted(
             await _launch(state, body.service, body.environment, lambda d: d.deploy(wanted))
@@ -330,7 +335,7 @@ def action_routes() -> APIRouter:
     async def rollback(request: Request, body: RollbackBody, actor: Actor) -> JSONResponse:
         """Deploy the previous good revision (or `to`) with the same zero-downtime mechanics."""
         state = state_of(request)
-        _target(state, body.service, body.environment)
+        await _target(state, body.service, body.environment)
 
         def work(d: Deployer) -> Awaitable[DeploymentRecord]:
             return d.rollback(body.service, body.environment, to=body.to, actor=actor)

@@ -173,7 +173,8 @@ class ControlPlaneServer:
             await send({"ok": True, "pid": os.getpid()})
             return
         service, environment = str(request["service"]), str(request["environment"])
-        check_target(self.plane.loaded, service, environment)
+        # zerodown.yml as it is now; an invalid file refuses the request with its error
+        check_target(await self.plane.refresh_config(), service, environment)
         if op == "abort":
             deployer = self._running.get((service, environment))
             if deployer is None:
