@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -168,3 +169,17 @@ async def test_lines_name_the_revision_by_the_ref_deployed() -> None:
             f"release {OLD[:12]} ready",  # the rollback's release is not v2
         ]
     )
+
+
+async def test_serve_keeps_each_deployments_lines_apart() -> None:
+    """One progress prints every deployment in `serve`: the same analysis of two deployments
+    is printed for each, and probe counts do not add up across deployments."""
+    progress, out = _progress()
+    line = "step 1 (10 %): canary analysis inconclusive"
+    first = _analysis(1000.0, "inconclusive", line)
+    second = replace(_analysis(1001.0, "inconclusive", line), deployment_id="d2")
+    other = replace(_probe(1002.0, "HTTP 503", 5.0), deployment_id="d2")
+    await _play(progress, [first, second, _probe(1000.0, "HTTP 503", 5.0), other])
+    lines = _lines(out)
+    assert lines[:2] == [line, line]
+    assert [x.endswith("1 probe, last: HTTP 503") for x in lines[2:]] == [True, True]

@@ -56,9 +56,10 @@ class ConsoleProgress:
         self.verbose = verbose
         self.ref = ref
         self.started = time.monotonic()
-        self._sha: str | None = None
-        self._waits: dict[str, _HealthWait] = {}
-        self._analysis: tuple[Any, Any, str, float] | None = None  # step, verdict, text, at
+        # Per deployment (`serve` prints every deployment through one progress):
+        self._sha: dict[str, str] = {}  # its release
+        self._waits: dict[tuple[str, str], _HealthWait] = {}  # by (deployment, instance)
+        self._analysis: dict[str, tuple[Any, Any, str, float]] = {}  # step, verdict, text, at
 
     async def on_event(self, event: DeploymentEvent) -> None:
         text = event.message if self.verbose else self._summary(event)
@@ -82,7 +83,7 @@ class ConsoleProgress:
         if event.kind is EventKind.HEALTH_PROBE:
             return self._probe(event)
         if event.kind in (EventKind.INSTANCE_HEALTHY, EventKind.INSTANCE_FAILED):
-            self._waits.pop(str(event.data.get("instance")), None)
+            self._waits.pop((event.deployment_id, str(event.data.get("instance"))), None)
         if event.kind is EventKind.ANALYSIS:
             return self._analysed(event)
         return event.message
@@ -92,7 +93,7 @@ class ConsoleProgress:
         PROBE_SUMMARY_EVERY seconds; passes, and "connection refused" while it boots, quietly."""
         data = event.data
         instance = str(data.get("instance"))
-        wait = self._waits.setdefault(instance, _HealthWait(since=event.at))
+        wait = self._waits.setdefault((event.deployment_id, instance), _HealthWait(since=event.at))
         wait.probes += 1
         if data.get("ok", True):
             return None
@@ -120,12 +121,12 @@ class ConsoleProgress:
         """A canary analysis when its step or verdict changed, or its text changed and
         ANALYSIS_EVERY seconds passed; never the same line twice in a row."""
         step, verdict = event.data.get("step"), event.data.get("verdict")
-        last = self._analysis
+        last = self._analysis.get(event.deployment_id)
         if last is not None and verdict != "fail" and (step, verdict) == last[:2]:
             repeated = event.message == last[2] or event.at - last[3] < ANALYSIS_EVERY
             if repeated:
                 return None
-        self._analysis = (step, verdict, event.message, event.at)
+        self._analysis[event.deployment_id] = (step, verdict, event.message, event.at)
         return event.message
 
     def _name_revision(self, event: DeploymentEvent, text: str) -> str:
@@ -135,15 +136,16 @@ class ConsoleProgress:
         (a rollback's release is another sha; instance lines already name the revision).
         """
         sha = event.data.get("sha") if event.kind is EventKind.BUILD else None
-        if self._sha is None and isinstance(sha, str):
-            self._sha = sha  # the deployment's own release is the first one built
-        if self.ref is None or self._sha is None or event.kind not in _NAMES_REVISION:
+        if isinstance(sha, str):  # the deployment's own release is the first one built
+            self._sha.setdefault(event.deployment_id, sha)
+        own = self._sha.get(event.deployment_id)
+        if self.ref is None or own is None or event.kind not in _NAMES_REVISION:
             return text
-        if event.kind is EventKind.BUILD and sha != self._sha:
+        if event.kind is EventKind.BUILD and sha != own:
             return text
         if event.kind is EventKind.DECISION and "previous_revision" not in event.data:
             return text
-        return text.replace(self._sha[:12], revision_label(self._sha, self.ref))
+        return text.replace(own[:12], revision_label(own, self.ref))
 
 
 def _number(value: object) -> float:
