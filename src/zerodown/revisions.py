@@ -6,6 +6,11 @@ plus whatever the build made there. An export appears under its final name only 
 (temp dir + rename); a successful build leaves `.zerodown-built`, so later deploys of the same sha
 reuse it, and a failed one is retried from a fresh export. Prepares of one sha are serialised
 across processes by an flock.
+
+Builds share dependency caches under `<state_dir>/cache/` (pip, npm, yarn, uv), so a new release
+downloads nothing an earlier one fetched. Releases are pruned after each successful deployment
+(`ReleaseRetention`): the live and rollback-target revisions of every environment, those of any
+instance or running deployment, and the service's `keep_releases` last used ones stay.
 """
 
 from __future__ import annotations
@@ -13,22 +18,43 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import logging
 import os
 import re
 import shutil
 import tempfile
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 from zerodown.config.model import ServiceConfig
-from zerodown.errors import BuildFailed
+from zerodown.engine.events import DeploymentEvent, EventKind
+from zerodown.errors import BuildFailed, ZerodownError
 from zerodown.shell import ShellResult, run_shell
+
+if TYPE_CHECKING:
+    from zerodown.config import LoadedConfig
+    from zerodown.runtimes.base import Runtime
+    from zerodown.store.base import HistoryStore
+
+log = logging.getLogger(__name__)
 
 BUILT_MARKER = ".zerodown-built"
 BUILD_LOG = ".zerodown-build.log"
+# `<service_dir>/.<sha>.used`, touched by every prepare: its mtime is the release's last use.
+USED_STAMP = ".{sha}.used"
+CACHE_DIR = "cache"
+# Where each tool keeps what it downloads: shared by the builds of every release (unless the
+# user chose a cache). Not GRADLE_USER_HOME: it also holds the user's gradle.properties, and
+# ~/.gradle is shared across builds already.
+_CACHE_VARIABLES = {
+    "PIP_CACHE_DIR": "pip",
+    "npm_config_cache": "npm",
+    "YARN_CACHE_FOLDER": "yarn",
+    "UV_CACHE_DIR": "uv",
+}
 _BUILDING_MARKER = ".zerodown-building"  # present while a build runs, and after it failed
 _SHA = re.compile(r"^[0-9a-f]{40}$")
 _GIT_TIMEOUT = 300.0  # exporting a big tree is slow, but a git that hangs must not hang a deploy
@@ -106,6 +132,7 @@ async def prepare_release(
                     service_dir / ".workdir-build.log",
                     revision,
                     on_line,
+                    cache_root=state_dir / CACHE_DIR,
                 )
         return Release(service_name, revision, workdir, "", None, bool(service.build), False)
 
@@ -126,12 +153,152 @@ async def prepare_release(
         if service.build and not (release_dir / BUILT_MARKER).exists():
             cached = False
             (release_dir / _BUILDING_MARKER).touch()
-            await _build(service_name, service, release_dir, release_dir / BUILD_LOG, sha, on_line)
+            await _build(
+                service_name,
+                service,
+                release_dir,
+                release_dir / BUILD_LOG,
+                sha,
+                on_line,
+                cache_root=state_dir / CACHE_DIR,
+            )
             (release_dir / BUILT_MARKER).write_text(f"{time.time():.3f}\n")
             (release_dir / _BUILDING_MARKER).unlink()
+        (service_dir / USED_STAMP.format(sha=sha)).touch()  # retention keeps the last used
     return Release(
         service_name, sha, release_dir, message, commit_time, bool(service.build), cached
     )
+
+
+@dataclass(frozen=True)
+class StoredRelease:
+    """A release directory on disk and when a deployment last prepared it."""
+
+    service: str
+    sha: str
+    path: Path
+    last_used: float
+
+
+def stored_releases(state_dir: Path, service_name: str) -> list[StoredRelease]:
+    """The service's exported releases (`<sha>/` dirs), newest use first."""
+    service_dir = state_dir / "releases" / service_name
+    if not service_dir.is_dir():
+        return []
+    found = []
+    for path in service_dir.iterdir():
+        if not _SHA.match(path.name) or not path.is_dir():
+            continue
+        stamp = service_dir / USED_STAMP.format(sha=path.name)
+        try:
+            last_used = (stamp if stamp.exists() else path).stat().st_mtime
+        except FileNotFoundError:
+            continue  # deleted meanwhile
+        found.append(StoredRelease(service_name, path.name, path, last_used))
+    return sorted(found, key=lambda r: r.last_used, reverse=True)
+
+
+def plan_release_prune(
+    releases: Sequence[StoredRelease], *, protected: Iterable[str], keep_last: int
+) -> list[StoredRelease]:
+    """The releases to delete: all but the protected ones and the `keep_last` last used."""
+    newest = sorted(releases, key=lambda r: r.last_used, reverse=True)
+    keep = set(protected) | {r.sha for r in newest[:keep_last]}
+    return [r for r in newest if r.sha not in keep]
+
+
+async def prune_releases(
+    state_dir: Path,
+    service_name: str,
+    *,
+    protected: Iterable[str],
+    keep_last: int,
+    dry_run: bool = False,
+) -> list[StoredRelease]:
+    """Delete the releases `plan_release_prune` names; return those deleted (or, dry, doomed).
+
+    A release being prepared right now (its flock is held) is skipped; a deleted one vanishes
+    in one rename, so nobody sees it half-deleted.
+    """
+    releases = await asyncio.to_thread(stored_releases, state_dir, service_name)
+    doomed = plan_release_prune(releases, protected=protected, keep_last=keep_last)
+    if dry_run:
+        return doomed
+    deleted = []
+    for release in doomed:
+        if await asyncio.to_thread(_delete_release, release):
+            deleted.append(release)
+    return deleted
+
+
+def _delete_release(release: StoredRelease) -> bool:
+    """Delete one release unless a prepare holds its lock; False when it was skipped."""
+    with (release.path.parent / f".{release.sha}.lock").open("ab") as handle:
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False  # a deployment is preparing it: in use
+        doomed = release.path.with_name(f".{release.sha}.deleting-{os.getpid()}")
+        try:
+            release.path.rename(doomed)
+        except FileNotFoundError:
+            return False
+    shutil.rmtree(doomed, ignore_errors=True)
+    (release.path.parent / USED_STAMP.format(sha=release.sha)).unlink(missing_ok=True)
+    return True
+
+
+async def protected_releases(
+    service_name: str, environments: Iterable[str], store: HistoryStore, runtime: Runtime
+) -> set[str]:
+    """Revisions of the service retention never deletes: live and rollback target in each
+    environment, those of running deployments, and those any instance runs (or ran) from."""
+    from zerodown.pipeline.stages.deploy import protected_revisions  # the artifacts' same rule
+
+    keep = await protected_revisions(store, [service_name], list(environments))
+    keep.update(info.revision for info in await runtime.list(service_name))
+    return keep
+
+
+class ReleaseRetention:
+    """A `DeploymentObserver`: after each successful deployment, prune that service's releases.
+
+    Housekeeping: a failure is logged, never raised into the deployment.
+    """
+
+    def __init__(self, loaded: LoadedConfig, store: HistoryStore, runtime: Runtime) -> None:
+        self.loaded = loaded
+        self.store = store
+        self.runtime = runtime
+
+    async def on_event(self, event: DeploymentEvent) -> None:
+        """Prune on the STATE event that says the deployment succeeded."""
+        if event.kind is not EventKind.STATE or event.data.get("to") != "succeeded":
+            return
+        try:
+            record = await self.store.get_deployment(event.deployment_id)
+            await self.prune(record.service)
+        except (OSError, ZerodownError) as exc:
+            log.warning("could not prune old releases: %s", exc)
+
+    async def prune(self, service_name: str, *, dry_run: bool = False) -> list[StoredRelease]:
+        """Apply the retention policy to one service's releases."""
+        service = self.loaded.config.services.get(service_name)
+        if service is None or service.source is None:
+            return []  # a service run from its workdir has no releases
+        keep = await protected_releases(
+            service_name, self.loaded.config.environments, self.store, self.runtime
+        )
+        deleted = await prune_releases(
+            self.loaded.state_dir,
+            service_name,
+            protected=keep,
+            keep_last=service.keep_releases,
+            dry_run=dry_run,
+        )
+        for release in deleted:
+            log.info("deleted release %s of %s", release.sha[:12], service_name)
+        return deleted
 
 
 def _service_path(path: str) -> str:
@@ -217,6 +384,8 @@ async def _build(
     log_path: Path,
     label: str,
     on_line: Callable[[str], None] | None,
+    *,
+    cache_root: Path,
 ) -> None:
     """Run the build command in `cwd`, its output to `log_path` and `on_line`; BuildFailed."""
     assert service.build is not None
@@ -234,7 +403,12 @@ async def _build(
             if on_line is not None:
                 on_line(line)
 
-        env = {**os.environ, "ZERODOWN_SERVICE": service_name, "ZERODOWN_REVISION": label}
+        env = {
+            **build_cache_env(cache_root),
+            **os.environ,  # a cache the user chose wins
+            "ZERODOWN_SERVICE": service_name,
+            "ZERODOWN_REVISION": label,
+        }
         try:
             result = await run_shell(
                 service.build,
@@ -248,6 +422,11 @@ async def _build(
             raise BuildFailed(f"build of {service_name} could not start in {cwd}: {exc}") from exc
     if not result.ok:
         raise BuildFailed(_build_failure(service_name, label, result, log_path))
+
+
+def build_cache_env(cache_root: Path) -> dict[str, str]:
+    """The environment that points each package tool at its shared cache under `cache_root`."""
+    return {name: str(cache_root / tool) for name, tool in _CACHE_VARIABLES.items()}
 
 
 def _build_failure(service: str, label: str, result: ShellResult, log_path: Path) -> str:

@@ -369,12 +369,26 @@ def artifacts_prune_command(
     dry_run: Annotated[bool, typer.Option(help="Say what would go; delete nothing.")] = False,
     config: ConfigOption = None,
 ) -> None:
-    """Apply the retention policy; never deletes a deployed revision or a rollback target."""
+    """Apply the retention policies (published revisions, and every service's prepared
+    releases); never deletes a deployed revision, a rollback target or a release in use."""
+    from zerodown.revisions import ReleaseRetention, StoredRelease
+    from zerodown.runtimes.local import LocalRuntime
+
     loaded = load_config(config)
-    policy = pipeline_of(loaded).retention
+    policy = loaded.config.pipeline.retention if loaded.config.pipeline else None
     store = LocalArtifactStore(loaded.state_dir / "artifacts")
 
-    async def prune(history: PipelineHistory) -> list[tuple[ArtifactInfo, str]]:
+    async def prune(
+        history: PipelineHistory,
+    ) -> tuple[list[tuple[ArtifactInfo, str]], list[StoredRelease]]:
+        retention = ReleaseRetention(loaded, history.store, LocalRuntime(loaded.state_dir))
+        releases = [
+            release
+            for service in loaded.config.services
+            for release in await retention.prune(service, dry_run=dry_run)
+        ]
+        if policy is None:  # no pipeline: nothing was published
+            return [], releases
         rows = await history.artifacts()
         infos = [ArtifactInfo(r.revision, r.created_at, tuple(t), r.location) for r, t in rows]
         keep = await protected_revisions(
@@ -386,13 +400,15 @@ def artifacts_prune_command(
                 if info.location:
                     await store.delete(info.location)
                 await history.delete_artifact(info.revision)
-        return doomed
+        return doomed, releases
 
-    doomed = _with_history(loaded, prune)
+    doomed, releases = _with_history(loaded, prune)
     verb = "would delete" if dry_run else "deleted"
+    for release in releases:
+        console.print(f"{verb} release {release.sha[:10]} of {release.service}")
     for info, why in doomed:
         console.print(f"{verb} {info.revision[:10]}: {why}")
-    console.print(f"{verb} {len(doomed)} revision(s)")
+    console.print(f"{verb} {len(doomed)} revision(s) and {len(releases)} release(s)")
 
 
 def _run_dict(run: RunRecord) -> dict[str, Any]:

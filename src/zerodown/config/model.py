@@ -184,6 +184,12 @@ class ServiceConfig(_Model):
     workdir: str = Field(".", description="Directory to run in when there is no `source`.")
     build: str | None = Field(None, description="Command run once per revision to build it.")
     build_timeout: Duration = Field(600.0, description="The build fails after this long.")
+    keep_releases: int = Field(
+        5,
+        ge=1,
+        description="Prepared releases (export + build) kept besides the live ones, their "
+        "rollback targets and those in use; older ones are deleted after a successful deploy.",
+    )
     run: str = Field(description="Command that starts one instance; it must listen on $PORT.")
     port_env: str = Field("PORT", description="Environment variable that carries the port.")
     instances: int = Field(1, ge=1, le=256, description="How many instances to run.")
