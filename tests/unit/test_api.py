@@ -282,3 +282,56 @@ async def test_prometheus_endpoint_exposes_the_router_metrics_of_the_current_per
     assert response.headers["content-type"].startswith("text/plain")
     families = {f.name: f for f in text_string_to_metric_families(response.text)}
     assert families["zerodown_requests"].samples[0].value == 3
+
+
+async def test_services_say_what_a_rollback_would_deploy_and_none_without_an_earlier_good_one(
+    api: Api,
+) -> None:
+    """The dashboard enables "Roll back" only when `rollback_to` names a revision."""
+    await api.follow((await api.deploy("v1")).json()["id"])
+    [fleet] = (await api.client.get("/api/services")).json()
+    assert fleet["rollback_to"] is None
+    await api.follow((await api.deploy("v2")).json()["id"])
+    [fleet] = (await api.client.get("/api/services")).json()
+    assert fleet["rollback_to"]["revision"] == "v1"
+
+
+async def test_a_deployment_carries_its_canary_progress_and_the_actions_that_apply(
+    api: Api,
+) -> None:
+    """A canary holding its first step (10 % for 60 s, the default steps) offers Promote and
+    Pause; paused, it offers Resume instead; a finished rolling deploy offers nothing."""
+    from zerodown.store.base import DeploymentRecord
+
+    first = (await api.deploy("v1")).json()["id"]
+    await api.follow(first)
+    store = api.plane.store
+    canary = DeploymentRecord(
+        "c" * 32,
+        "api",
+        "prod",
+        "v2",
+        "canary",
+        DeploymentState.IN_PROGRESS,
+        "me",
+        1000.0,
+        previous_revision="v1",
+    )
+    await store.create_deployment(canary)
+    data = {"step": 1, "weight": 10, "canary": 1, "baseline": 2}
+    await store.record_event(DeploymentEvent(canary.id, EventKind.STEP, "step 1", data, 1001.0))
+    shown = (await api.client.get(f"/api/deployments/{canary.id}")).json()
+    progress = shown["progress"]
+    assert (progress["status"], progress["hold_ends_at"]) == ("step 1/2: holding 60 s", 1061.0)
+    assert [(w["revision"], w["percent"]) for w in progress["weights"]] == [("v2", 10), ("v1", 90)]
+    expected = {"abort": True, "promote": True, "promote_full": True, "pause": True}
+    assert shown["actions"] == {**expected, "resume": False}
+
+    paused = {"step": 1, "command": "pause", "actor": "me"}
+    await store.record_event(DeploymentEvent(canary.id, EventKind.STEP, "pause", paused, 1002.0))
+    shown = (await api.client.get(f"/api/deployments/{canary.id}")).json()
+    assert shown["progress"]["paused"]
+    assert shown["actions"] == {**expected, "pause": False, "resume": True}
+
+    finished = (await api.client.get(f"/api/deployments/{first}")).json()
+    assert finished["progress"] is None and not any(finished["actions"].values())

@@ -30,8 +30,9 @@ from pydantic import BaseModel, Field
 
 from zerodown import __version__
 from zerodown.config.server import ServerConfig
-from zerodown.control_plane import ControlPlane, check_target
+from zerodown.control_plane import ControlPlane, FleetStatus, check_target
 from zerodown.engine.deployer import Deployer, DeployRequest
+from zerodown.engine.events import DeploymentState
 from zerodown.errors import ConfigError, StoreError, ZerodownError
 from zerodown.server.actions import (
     Conflict,
@@ -41,6 +42,7 @@ from zerodown.server.actions import (
     not_found_or_bad,
 )
 from zerodown.server.auth import TokenStore
+from zerodown.server.canary_progress import canary_progress, deployment_actions
 from zerodown.server.kpis import compute_kpis
 from zerodown.server.streams import BusObserver, EventBus, deployment_stream
 from zerodown.server.views import deployment_view, event_view, fleet_view
@@ -192,8 +194,13 @@ def read_routes() -> APIRouter:
 
     @api.get("/services")
     async def services(request: Request) -> list[dict[str, Any]]:
-        """Every service x environment: live revision, targets and their health, instances."""
-        return [fleet_view(item) for item in await state_of(request).plane.status()]
+        """Every service x environment: live revision, targets and their health, instances, and
+        what `rollback` would deploy (`rollback_to`, None: no earlier good revision)."""
+        state = state_of(request)
+        return [
+            {**fleet_view(item), "rollback_to": await _rollback_candidate(state, item)}
+            for item in await state.plane.status()
+        ]
 
     @api.get("/instances")
     async def instances(
@@ -236,8 +243,14 @@ def read_routes() -> APIRouter:
 
     @api.get("/deployments/{deployment_id}")
     async def deployment(request: Request, deployment_id: str) -> dict[str, Any]:
-        """One deployment (a unique id prefix of 4+ characters works too)."""
-        return deployment_view(await _record(state_of(request), deployment_id))
+        """One deployment (a unique id prefix of 4+ characters works too), with a canary's
+        `progress` (step, weights per revision, waiting for promote, paused) and the `actions`
+        that apply to it now."""
+        state = state_of(request)
+        record = await _record(state, deployment_id)
+        progress = await _progress(state, record)
+        actions = deployment_actions(record, progress, commands=_commands_available())
+        return {**deployment_view(record), "progress": progress, "actions": actions}
 
     @api.get("/deployments/{deployment_id}/events")
     async def deployment_events(
@@ -405,6 +418,30 @@ async def _launch(
         raise HTTPException(409, str(exc)) from None
     except ConfigError as exc:
         raise HTTPException(not_found_or_bad(exc), exc.reason) from None
+
+
+async def _progress(state: ApiState, record: DeploymentRecord) -> dict[str, Any] | None:
+    if record.strategy != "canary":
+        return None
+    environment = state.plane.loaded.config.environments.get(record.environment)
+    steps = environment.strategy.steps if environment is not None else ()
+    events = [event for _, event in await state.plane.store.events(record.id)]
+    return canary_progress(record, events, steps)
+
+
+async def _rollback_candidate(state: ApiState, item: FleetStatus) -> dict[str, Any] | None:
+    """The deployment `rollback` would redeploy: the newest success of another revision than
+    the one serving (the deployer's rule), or None."""
+    current = item.revision or (item.live.revision if item.live else None)
+    if current is None:
+        return None
+    found = await state.plane.store.list_deployments(
+        service=item.service, environment=item.environment, limit=200
+    )
+    for record in found:
+        if record.state is DeploymentState.SUCCEEDED and record.revision != current:
+            return deployment_view(record)
+    return None
 
 
 def _alarm_history(engine: sa.Engine, environment: str | None, limit: int) -> list[dict[str, Any]]:
