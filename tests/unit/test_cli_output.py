@@ -82,6 +82,9 @@ class _Plane:
     async def status(self) -> list[FleetStatus]:
         return self.fleets
 
+    async def orphans(self) -> list[Any]:
+        return []
+
 
 def _answering(
     monkeypatch: pytest.MonkeyPatch,
@@ -142,9 +145,10 @@ def test_history_wide_shows_the_whole_reason(
 
 
 def test_status_names_revisions_by_the_ref_they_were_deployed_as(
-    monkeypatch: pytest.MonkeyPatch, screen: io.StringIO
+    monkeypatch: pytest.MonkeyPatch, screen: io.StringIO, tmp_path: Path
 ) -> None:
     """Status: `revision v2 (1f03ba05)` for the fleet, the last deploy and each target."""
+    monkeypatch.chdir(tmp_path)  # no zerodown.yml, so no `zerodown serve` to ask
     live = _record()
     target = TargetStatus(
         TargetSpec("web.prod", "web-prod-1f03-0001", "127.0.0.1", 20001, revision=SHA),
