@@ -64,8 +64,9 @@ def git(repo: Path, *args: str) -> str:
 
 
 def pipeline_yaml(port: int, *, approvals: int = 2) -> str:
-    """zerodown.yml: one web service, dev (develop, all-at-once) and prod (main, rolling),
-    and the pipeline test -> scan + migrations + build -> publish -> deploy."""
+    """zerodown.yml: one web service, dev (develop, all-at-once, on `port`) and prod (main,
+    rolling, on a port of its own), and the pipeline
+    test -> scan + migrations + build -> publish -> deploy."""
     return textwrap.dedent(
         f"""\
         project: shop
@@ -86,6 +87,7 @@ def pipeline_yaml(port: int, *, approvals: int = 2) -> str:
             strategy: {{type: all-at-once}}
             auto_rollback: false
           prod:
+            listen: 127.0.0.1:{free_port()}  # free now (port + 1 may not be)
             branch: main
             strategy: {{type: rolling, batch: 1, surge: true}}
         pipeline:

@@ -24,6 +24,9 @@ from tests.integration.dashboard_fixtures import (
 )
 from tests.integration.pipeline_fixtures import free_port, git, make_pipeline_repo
 
+from zerodown.config import load_config
+from zerodown.config.routes import environment_listen
+
 __all__ = ["browser"]  # the fixture, imported so pytest finds it
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
@@ -150,7 +153,8 @@ def test_run_followed_live_job_log_opened_and_prod_approved_by_button(
         out.close()
     sha = git(served.repo, "rev-parse", "main")
     assert served.get("api/pipeline/runs")[0]["sha"] == sha
-    live = httpx.get(f"http://127.0.0.1:{served.router_port}/", timeout=5).json()
+    prod = environment_listen(load_config(served.repo / "zerodown.yml").config, "prod")[0]
+    live = httpx.get(f"http://{prod}/", timeout=5).json()
     assert live["version"] == "v1"
 
 

@@ -14,6 +14,7 @@ from tests.integration.notify_fixtures import Receiver, receiver
 from tests.integration.pipeline_fixtures import commit, free_port, git, make_pipeline_repo
 
 from zerodown.config import load_config
+from zerodown.config.routes import environment_listen
 from zerodown.control_plane import ControlPlane
 from zerodown.engine.events import DeploymentState
 from zerodown.loadgen import LoadSpec, run_load
@@ -102,8 +103,10 @@ async def test_push_to_develop_deploys_to_dev_all_at_once(
 async def test_push_to_main_tests_scans_publishes_waits_for_two_approvals_and_rolls_out(
     project: tuple[Path, int, Receiver],
 ) -> None:
-    repo, port, got = project
-    store = open_store(load_config(repo / "zerodown.yml").store_url)
+    repo, _, got = project
+    loaded = load_config(repo / "zerodown.yml")
+    prod = environment_listen(loaded.config, "prod")[0]  # prod's own router address
+    store = open_store(loaded.store_url)
     history = PipelineHistory(store)
     try:
         first = git(repo, "rev-parse", "main")
@@ -111,7 +114,7 @@ async def test_push_to_main_tests_scans_publishes_waits_for_two_approvals_and_ro
         await _approve_and_finish(repo, history, first)
         stop = asyncio.Event()
         load = asyncio.create_task(
-            run_load(LoadSpec(url=f"http://127.0.0.1:{port}", connections=4, max_seconds=120), stop)
+            run_load(LoadSpec(url=f"http://{prod}", connections=4, max_seconds=120), stop)
         )
         second = commit(repo, "v2", {"services/web/VERSION": "v2\n"})
         git(repo, "push", "-q", "box", "main")
