@@ -172,3 +172,28 @@ async def test_a_running_router_gains_a_new_environments_address_without_failed_
     assert after == pids  # no restart: the same processes bound the new address
     assert report.sent > 50 and report.failed == 0, report.failures.most_common(3)
     assert set(report.versions) == {"v1"}  # prod never saw the canary's revision
+
+
+async def test_an_address_bound_at_runtime_survives_a_hitless_restart() -> None:
+    """The `listen` op's socket goes to the successor with the others (SCM_RIGHTS)."""
+    from zerodown.routers.base import RouteSpec
+    from zerodown.routers.builtin.client import restart_router, start_router_process, stop_router
+
+    state = Path(tempfile.mkdtemp(prefix="zd-r-", dir="/tmp")) / "state"
+    try:
+        first = str((await start_router_process(state, ["127.0.0.1:0"]))["listen"][0])
+        router = BuiltinRouter(state)
+        port = _free_port_pair()
+        added = f"127.0.0.1:{port}"
+        assert (await router.listen([added, first]))["added"] == [added]  # `first`: already had
+        await router.apply_route(RouteSpec(service="api.canary", listen=(added,)))
+        info = await restart_router(state)
+        assert info["listen"] == [first, added]
+        async with httpx.AsyncClient(timeout=10, trust_env=False) as client:
+            bound = await client.get(f"http://{added}/")
+            other = await client.get(f"http://{first}/")
+        assert bound.status_code == 503  # the canary's route, which has no target yet
+        assert other.status_code == 404 and other.json()["error"] == "no route"
+    finally:
+        await stop_router(state, timeout=10)
+        shutil.rmtree(state.parent, ignore_errors=True)
