@@ -133,7 +133,10 @@ def test_live_deploy_failed_deploy_and_rollback_button(served: Served, browser: 
     second = served.deploy("v2")
     wait_for(lambda: served.record(second)["state"] == "succeeded", 90, "v2 to succeed")
     page.goto(served.url)
-    expect(card.locator(".revision")).to_have_text(served.sha("v2")[:10])
+    # The revision as the user named it: `v2 (1f03ba05)` (revision_label), not a bare sha.
+    [fleet] = served.get("api/services")
+    assert fleet["revision_label"].startswith("v2")
+    expect(card.locator(".revision")).to_have_text(fleet["revision_label"])
     expect(card.locator(".chart polyline").first).to_be_attached(timeout=30_000)
     shot(page, "4-services-on-v2")
     card.locator("button.rollback").click()
@@ -143,7 +146,7 @@ def test_live_deploy_failed_deploy_and_rollback_button(served: Served, browser: 
     expect(page).to_have_url(re.compile(r"#/deployment/[0-9a-f]{32}$"))
     expect(state).to_have_text("succeeded", timeout=90_000)
     expect(page.locator("h1")).to_contain_text("rollback web/prod")
-    expect(page.locator("h1")).to_contain_text(served.sha("v1")[:10])
+    expect(page.locator("h1")).to_contain_text(served.sha("v1")[:8])
     expect(page.locator(".batches .b.ok")).to_have_count(2)  # surge batches overlap
     shot(page, "5-rollback-by-button")
     rollback = page.url.rsplit("/", 1)[1]
@@ -158,8 +161,8 @@ def test_live_deploy_failed_deploy_and_rollback_button(served: Served, browser: 
     expect(page.locator("tbody tr")).to_have_count(4)
     phone = browser.new_page(viewport={"width": 390, "height": 844}, is_mobile=True)  # type: ignore[attr-defined]
     phone.goto(served.url)
-    expect(phone.locator('section.service[data-route="web.prod"] .revision')).to_have_text(
-        served.sha("v1")[:10]
+    expect(phone.locator('section.service[data-route="web.prod"] .revision')).to_contain_text(
+        served.sha("v1")[:8]
     )
     expect(phone.locator(".chart").first).to_be_visible()
     width = phone.evaluate("document.documentElement.scrollWidth")

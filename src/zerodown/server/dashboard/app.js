@@ -24,6 +24,12 @@ function h(tag, attrs, ...children) {
 }
 
 const short = (sha) => (sha ? String(sha).slice(0, 10) : "–");
+// A revision as a user reads it: `v2 (1f03ba05)` when the API names it, else the short sha.
+function revisionText(revision, label) {
+  if (label) return label;
+  return revision ? String(revision).slice(0, 8) : "–";
+}
+const rev = (item) => (item ? revisionText(item.revision, item.revision_label) : "–");
 const badge = (text, cls) => h("span", { class: `badge ${cls || text}` }, text);
 function when(ts) {
   if (!ts) return "–";
@@ -110,17 +116,48 @@ async function servicesPage() {
   return root;
 }
 
+// Traffic per revision from the router's weights (non-draining, healthy targets): a canary shows
+// as two revisions sharing 100 %. [{revision, label, percent}], biggest share first.
+function trafficShares(targets) {
+  const byRevision = new Map();
+  for (const t of targets) {
+    if (t.draining || t.health !== "healthy" || !(t.weight > 0)) continue;
+    const entry = byRevision.get(t.revision) || { revision: t.revision, label: t.revision_label, weight: 0 };
+    entry.weight += t.weight;
+    byRevision.set(t.revision, entry);
+  }
+  const total = [...byRevision.values()].reduce((sum, e) => sum + e.weight, 0);
+  return [...byRevision.values()].map((e) => ({ ...e, percent: Math.round((e.weight / total) * 100) }))
+    .sort((a, b) => b.percent - a.percent);
+}
+
+function weightsList(shares) {
+  return h("span", { class: "weights" }, shares.map((w) => h("span", { class: "weight", "data-revision": w.revision },
+    h("span", { class: "mono" }, revisionText(w.revision, w.label)), " ", h("b", {}, `${w.percent} %`))));
+}
+
+function healthBadge(fleet, running) {
+  // Nothing was ever deployed here (or the first deploy is still on its way): no red "0 healthy".
+  if (!fleet.revision && !fleet.live && !fleet.targets.length) {
+    return running ? badge("first deploy running", "neutral") : badge("not deployed yet", "neutral");
+  }
+  return badge(`${fleet.healthy} healthy`, fleet.healthy > 0 ? "healthy" : "unhealthy");
+}
+
 function serviceCard(fleet) {
   const last = fleet.last_deployment;
   const running = last && !last.terminal;
+  const shares = trafficShares(fleet.targets);
   const card = h("section", { class: "card service", "data-route": fleet.route },
     h("header", {},
       h("h2", {}, `${fleet.service} `, h("span", { class: "muted" }, fleet.environment)),
-      badge(`${fleet.healthy} healthy`, fleet.healthy > 0 ? "healthy" : "unhealthy")),
+      h("span", { class: "health" }, healthBadge(fleet, running))),
     h("dl", { class: "kv" },
-      h("dt", {}, "revision"), h("dd", { class: "mono revision" }, short(fleet.revision)),
+      h("dt", {}, "revision"), h("dd", { class: "mono revision" },
+        fleet.revision ? revisionText(fleet.revision, fleet.revision_label) : "–"),
+      shares.length > 1 ? [h("dt", {}, "traffic"), h("dd", { class: "traffic" }, weightsList(shares))] : null,
       h("dt", {}, "last"), h("dd", {}, last
-        ? h("span", {}, h("a", { href: `#/deployment/${last.id}` }, `${last.kind} ${short(last.revision)}`),
+        ? h("span", {}, h("a", { href: `#/deployment/${last.id}` }, `${last.kind} ${rev(last)}`),
           " ", badge(last.state), " ", h("span", { class: "muted" }, when(last.created_at)))
         : "never deployed")),
     last && last.reason && !running
@@ -130,7 +167,7 @@ function serviceCard(fleet) {
       h("thead", {}, h("tr", {}, h("th", {}, "instance"), h("th", {}, "revision"),
         h("th", {}, "health"), h("th", { class: "hide-sm" }, "in-flight"))),
       h("tbody", {}, fleet.targets.map((t) => h("tr", {},
-        h("td", { class: "mono" }, t.instance), h("td", { class: "mono" }, short(t.revision)),
+        h("td", { class: "mono" }, t.instance), h("td", { class: "mono" }, rev(t)),
         h("td", {}, badge(t.draining ? "draining" : t.health)),
         h("td", { class: "hide-sm" }, t.inflight))))));
   }
@@ -138,7 +175,8 @@ function serviceCard(fleet) {
   card.appendChild(h("div", { class: "actions" },
     running ? h("a", { class: "button", href: `#/deployment/${last.id}` }, h("span", { class: "live" }), "follow deployment") : null,
     revision,
-    h("button", { class: "primary deploy", onclick: async () => {
+    h("button", { class: "primary deploy", disabled: running,
+      title: running ? "a deployment is running here: follow it, or abort it first" : null, onclick: async () => {
       const rev = revision.value.trim();
       if (!rev) return toast("type a revision to deploy", true);
       const done = await act(`Deploy ${fleet.service} ${rev}`,
@@ -146,9 +184,11 @@ function serviceCard(fleet) {
         { service: fleet.service, environment: fleet.environment, revision: rev });
       if (done) location.hash = `#/deployment/${done.id}`;
     } }, "Deploy"),
-    h("button", { class: "danger rollback", disabled: running || !fleet.revision, onclick: async () => {
+    h("button", { class: "danger rollback", disabled: running || !fleet.rollback_to,
+      title: running ? "a deployment is running here" : !fleet.rollback_to
+        ? "no earlier good revision to roll back to" : `roll back to ${rev(fleet.rollback_to)}`, onclick: async () => {
       const done = await act(`Roll back ${fleet.service}`,
-        `Roll ${fleet.service} in ${fleet.environment} back from ${short(fleet.revision)} to the previous good revision?`,
+        `Roll ${fleet.service} in ${fleet.environment} back from ${revisionText(fleet.revision, fleet.revision_label)} to ${rev(fleet.rollback_to)}?`,
         "/api/rollback", { service: fleet.service, environment: fleet.environment });
       if (done) location.hash = `#/deployment/${done.id}`;
     } }, "Roll back")));
@@ -163,9 +203,12 @@ async function loadCharts(fleet, box) {
     const data = await api(`/api/metrics?service=${fleet.service}&environment=${fleet.environment}&minutes=15`);
     if (!data.measured) return;
     const period = data.period || 10;
-    box.appendChild(ZdCharts.lineChart("requests / s", data.series, (p) => p.requests / period, "per revision"));
-    box.appendChild(ZdCharts.lineChart("5xx / s", data.series, (p) => (p["5xx"] || 0) / period, "per revision"));
-    box.appendChild(ZdCharts.lineChart("p95 latency (ms)", data.series, (p) => p.latency_ms && p.latency_ms.p95, "per revision"));
+    const labels = {};  // revision -> `v2 (1f03ba05)` for the legends
+    for (const t of [...fleet.targets, ...fleet.instances]) labels[t.revision] = revisionText(t.revision, t.revision_label);
+    const options = { period, labels };
+    box.appendChild(ZdCharts.lineChart("requests / s", data.series, (p) => p.requests / period, "per revision", options));
+    box.appendChild(ZdCharts.lineChart("5xx / s", data.series, (p) => (p["5xx"] || 0) / period, "per revision", options));
+    box.appendChild(ZdCharts.lineChart("p95 latency (ms)", data.series, (p) => p.latency_ms && p.latency_ms.p95, "per revision", options));
   } catch (error) {
     box.appendChild(h("p", { class: "muted" }, `metrics: ${error.message}`));
   }
@@ -179,7 +222,7 @@ async function deploymentsPage() {
     h("tbody", {}, list.map((d) => h("tr", {},
       h("td", {}, h("a", { href: `#/deployment/${d.id}` }, when(d.created_at))),
       h("td", {}, `${d.service}/${d.environment}`),
-      h("td", { class: "mono" }, short(d.revision)), h("td", {}, d.kind),
+      h("td", { class: "mono" }, rev(d)), h("td", {}, d.kind),
       h("td", {}, badge(d.state)), h("td", { class: "hide-sm" }, seconds(d.duration)),
       h("td", { class: "hide-sm" }, d.actor)))))));
 }
@@ -213,32 +256,72 @@ async function deploymentPage(id) {
         h("label", { class: "muted" }, showProbes, " health probes and output")),
       timeline));
   let current = record;
+  let ended = false;  // the final record arrived: later answers to a refresh are older than it
   const batchState = new Map();
+
+  // The canary's step, traffic per revision and whether it waits (from the API's `progress`).
+  function canaryPanel(d) {
+    const p = d.progress;
+    if (!p) return null;
+    // The new revision has its label; the baseline shows as its short sha.
+    const shares = p.weights.map((w) => ({ revision: w.revision, percent: w.percent,
+      label: w.revision === d.revision ? d.revision_label : null }));
+    const state = p.paused ? "paused" : p.waiting_for_promote ? "waiting" : p.phase;
+    return h("div", { class: `canary ${state}`, id: "canary" },
+      h("span", { id: "canary-status", class: `canary-status ${state}` }, p.status),
+      p.phase === "ended" ? null : [" ", h("span", { class: "muted" }, "traffic "), weightsList(shares)],
+      p.analysis && p.phase === "step" ? h("div", { class: "muted canary-analysis" }, `last analysis: ${p.analysis.reason}`) : null);
+  }
+
+  function actionButton(cls, label, allowed, why, onclick) {
+    return h("button", { class: cls, disabled: !allowed, title: allowed ? null : why, onclick }, label);
+  }
 
   function renderHeader() {
     const d = current;
+    const can = d.actions || {};
+    const steering = overview && overview.features.promote && d.strategy === "canary";
+    const notHolding = d.progress && d.progress.phase === "step" ? "" : "applies while the canary holds a step";
     header.replaceChildren(...[
-      h("h1", {}, `${d.kind} ${d.service}/${d.environment} `, h("span", { class: "mono" }, short(d.revision)), " ",
+      h("h1", {}, `${d.kind} ${d.service}/${d.environment} `, h("span", { class: "mono" }, rev(d)), " ",
         h("span", { id: "deployment-state" }, badge(d.state)),
         d.terminal ? null : h("span", { class: "muted live-note" }, " ", h("span", { class: "live" }), "live")),
       d.reason ? h("div", { class: `reason ${d.state === "succeeded" ? "ok" : ""}`, id: "deployment-reason" }, d.reason) : null,
+      d.terminal ? null : canaryPanel(d),
       h("dl", { class: "kv" },
         h("dt", {}, "deployment"), h("dd", { class: "mono" }, d.id),
-        h("dt", {}, "previous"), h("dd", { class: "mono" }, short(d.previous_revision)),
+        h("dt", {}, "previous"), h("dd", { class: "mono" }, revisionText(d.previous_revision, null)),
         h("dt", {}, "commit"), h("dd", {}, d.commit_message || "–"),
         h("dt", {}, "strategy"), h("dd", {}, d.strategy),
         h("dt", {}, "actor"), h("dd", {}, d.actor),
         h("dt", {}, "started"), h("dd", {}, when(d.started_at || d.created_at)),
         h("dt", {}, "duration"), h("dd", {}, seconds(d.duration))),
       d.terminal ? null : h("div", { class: "actions" },
-        h("button", { class: "danger abort", onclick: () => act("Abort deployment",
-          `Abort ${short(d.revision)} of ${d.service}/${d.environment}? The fleet rolls back.`,
-          `/api/deployments/${d.id}/abort`) }, "Abort"),
-        ...(overview && overview.features.promote && ["canary", "blue-green"].includes(d.strategy)
-          ? [["promote", "Promote"], ["promote_full", "Promote fully"], ["pause", "Pause"], ["resume", "Resume"]]
-            .map(([cmd, label]) => h("button", { class: cmd, onclick: () => act(label,
-              `${label} ${d.service}/${d.environment}?`, `/api/deployments/${d.id}/${cmd}`) }, label))
+        actionButton("danger abort", "Abort", can.abort, "it is already rolling back", () => act("Abort deployment",
+          `Abort ${rev(d)} of ${d.service}/${d.environment}? The fleet rolls back.`,
+          `/api/deployments/${d.id}/abort`)),
+        ...(steering
+          ? [["promote", "Promote", notHolding], ["promote_full", "Promote fully", notHolding],
+            ["pause", "Pause", notHolding || "already paused"], ["resume", "Resume", notHolding || "not paused"]]
+            .map(([cmd, label, why]) => actionButton(cmd, label, can[cmd], why, async () => {
+              if (await act(label, `${label} ${d.service}/${d.environment}?`, `/api/deployments/${d.id}/${cmd}`)) refresh();
+            }))
           : []))].filter(Boolean));  // replaceChildren would print null as text
+  }
+
+  // The record again (progress and actions change with the canary's steps and commands); only
+  // the newest answer counts, and none after the final record.
+  let asked = 0;
+  async function refresh() {
+    const mine = ++asked;
+    try {
+      const fresh = await api(`/api/deployments/${record.id}`);
+      if (mine !== asked || ended) return;
+      current = fresh;
+      renderHeader();
+    } catch (error) {
+      toast(`could not refresh: ${error.message}`, true);
+    }
   }
 
   // Batches overlap in surge mode, and a rollback numbers its batches from 1 again: a finished
@@ -259,27 +342,71 @@ async function deploymentPage(id) {
   }
 
   const start = record.created_at;
+  const offset = (at) => `+${(at - start).toFixed(1)}s`;
+  // Repeats (the same analysis verdict or probe result every interval) fold into the first line
+  // of their kind since the last other event: it shows the newest message and a count. The
+  // repeats stay in the list, hidden, and the count opens them.
+  const REPEATING = new Set(["analysis", "health_probe"]);
+  let groups = new Map();
+  function repeatKey(event) {
+    const d = event.data || {};
+    const shape = String(event.message).replace(/\d+(\.\d+)?/g, "#");
+    return JSON.stringify([event.kind, d.step, d.verdict, d.instance, d.ok, shape]);
+  }
   function addEvent(event) {
     if (event.kind === "batch_started" || event.kind === "batch_finished") renderBatch(event);
     const cls = eventClass(event);
     const noisy = ["health_probe", "hook_output", "build_output"].includes(event.kind);
+    const text = h("span", { class: "m" }, event.message);
     const item = h("li", { class: `${cls} ev-${event.kind}`, hidden: noisy && !showProbes.checked },
-      h("span", { class: "t" }, `+${(event.at - start).toFixed(1)}s`),
-      h("span", { class: "k" }, event.kind), event.message);
+      h("span", { class: "t" }, offset(event.at)), h("span", { class: "k" }, event.kind), text);
+    if (!REPEATING.has(event.kind)) {
+      if (!noisy) groups = new Map();  // a real step: what repeats after it starts anew
+      timeline.appendChild(item);
+      return;
+    }
+    const key = repeatKey(event);
+    const group = groups.get(key);
+    if (!group) {
+      groups.set(key, { item, text, count: 1, repeats: [], more: null });
+      timeline.appendChild(item);
+      return;
+    }
+    group.count += 1;
+    group.text.textContent = event.message;  // the newest numbers
+    if (!group.more) {
+      group.more = h("button", { class: "link repeat-count", type: "button", "aria-expanded": "false",
+        onclick: () => {
+          const open = group.more.getAttribute("aria-expanded") !== "true";
+          group.more.setAttribute("aria-expanded", String(open));
+          for (const li of group.repeats) li.hidden = !open;
+        } });
+      group.item.appendChild(group.more);
+    }
+    group.more.textContent = `×${group.count} (last ${offset(event.at)})`;
+    item.classList.add("repeat");
+    item.hidden = group.more.getAttribute("aria-expanded") !== "true";
+    group.repeats.push(item);
     timeline.appendChild(item);
   }
   showProbes.addEventListener("change", () => {
-    for (const li of timeline.querySelectorAll(".ev-health_probe, .ev-hook_output, .ev-build_output")) li.hidden = !showProbes.checked;
+    for (const li of timeline.querySelectorAll(".ev-health_probe:not(.repeat), .ev-hook_output, .ev-build_output")) li.hidden = !showProbes.checked;
   });
 
   renderHeader();
+  const REFRESHING = new Set(["state", "step", "decision", "rollback_started", "batch_started"]);
   cleanup.push(followEvents(record.id, (event) => {
     addEvent(event);
     if (event.kind === "state") {
-      current = { ...current, state: event.data.to };
+      const to = event.data.to;
+      // Rolling back or over: no button applies any more (the refresh below confirms it).
+      const actions = ["pending", "in_progress"].includes(to) ? current.actions : {};
+      current = { ...current, state: to, actions };
       renderHeader();
     }
+    if (REFRESHING.has(event.kind) && !ended) refresh();
   }, (final) => {
+    ended = true;
     current = final;
     renderHeader();
   }));

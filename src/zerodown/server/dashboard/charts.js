@@ -11,8 +11,31 @@ const ZdCharts = (() => {
     return node;
   }
 
-  // series: [{at, revision, ...}], value: point -> number|null. Returns a <div class=chart>.
-  function lineChart(title, series, value, unit) {
+  // Consecutive points at most this many periods apart are joined; a longer gap (no datapoint:
+  // the router measured nothing, or the value is missing) breaks the line.
+  const JOIN_PERIODS = 1.5;
+  const NO_TARGET = "no target";
+
+  // [[at, v], ...] sorted by time -> runs of points with no gap wider than `period` * JOIN_PERIODS.
+  function segments(points, period) {
+    const runs = [];
+    let run = [];
+    for (const point of points) {
+      if (run.length && point[0] - run[run.length - 1][0] > period * JOIN_PERIODS) {
+        runs.push(run);
+        run = [];
+      }
+      run.push(point);
+    }
+    if (run.length) runs.push(run);
+    return runs;
+  }
+
+  // series: [{at, revision, ...}], value: point -> number|null; options: {period (s, default 10),
+  // labels: {revision: text for the legend}}. Returns a <div class=chart>.
+  function lineChart(title, series, value, unit, options) {
+    const period = (options && options.period) || 10;
+    const labels = (options && options.labels) || {};
     const box = document.createElement("div");
     box.className = "chart";
     const heading = document.createElement("h3");
@@ -24,7 +47,7 @@ const ZdCharts = (() => {
     for (const point of series) {
       const v = value(point);
       if (v === null || v === undefined || Number.isNaN(v)) continue;
-      const key = point.revision || "no target";  // answered by the router itself (503)
+      const key = point.revision || NO_TARGET;  // answered by the router itself (503)
       if (!byRevision.has(key)) byRevision.set(key, []);
       byRevision.get(key).push([point.at, v]);
     }
@@ -61,15 +84,18 @@ const ZdCharts = (() => {
     for (const [revision, points] of byRevision) {
       const color = COLORS[index++ % COLORS.length];
       points.sort((a, b) => a[0] - b[0]);
-      const path = points.map((p) => `${sx(p[0]).toFixed(1)},${sy(p[1]).toFixed(1)}`).join(" ");
-      svg.appendChild(el("polyline", { points: path, fill: "none", stroke: color,
-        "stroke-width": "2", "stroke-linejoin": "round" }));
-      if (points.length === 1) {
-        svg.appendChild(el("circle", { cx: sx(points[0][0]), cy: sy(points[0][1]), r: 3, fill: color }));
+      for (const run of segments(points, period)) {
+        if (run.length === 1) {  // a lone datapoint between gaps: a dot, no line to draw
+          svg.appendChild(el("circle", { cx: sx(run[0][0]), cy: sy(run[0][1]), r: 3, fill: color }));
+          continue;
+        }
+        const path = run.map((p) => `${sx(p[0]).toFixed(1)},${sy(p[1]).toFixed(1)}`).join(" ");
+        svg.appendChild(el("polyline", { points: path, fill: "none", stroke: color,
+          "stroke-width": "2", "stroke-linejoin": "round" }));
       }
       const item = document.createElement("span");
       item.innerHTML = `<i style="background:${color}"></i>`;
-      item.appendChild(document.createTextNode(revision.slice(0, 10)));
+      item.appendChild(document.createTextNode(labels[revision] || (revision === NO_TARGET ? revision : revision.slice(0, 8))));
       legend.appendChild(item);
     }
     box.appendChild(svg);
@@ -83,5 +109,5 @@ const ZdCharts = (() => {
     return n.toFixed(n === 0 ? 0 : 1);
   }
 
-  return { lineChart };
+  return { lineChart, segments };
 })();
