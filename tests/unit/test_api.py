@@ -335,3 +335,53 @@ async def test_a_deployment_carries_its_canary_progress_and_the_actions_that_app
 
     finished = (await api.client.get(f"/api/deployments/{first}")).json()
     assert finished["progress"] is None and not any(finished["actions"].values())
+
+
+async def test_an_environment_removed_from_zerodown_yml_leaves_the_kpis_and_services(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """serve runs for days: after `staging` is removed from the file, reads list only `prod`
+    (staging's history stays in the store)."""
+    import yaml
+    from tests.unit.fakes import FAST_HEALTH
+
+    from zerodown import control_plane
+    from zerodown.config.loader import load_config
+    from zerodown.store.base import DeploymentRecord
+
+    def write(environments: list[str]) -> Path:
+        service = {"workdir": ".", "run": "python app.py", "health": FAST_HEALTH}
+        data = {
+            "state_dir": str(tmp_path / "state"),
+            "services": {"api": service},
+            "environments": {name: {} for name in environments},
+        }
+        path = tmp_path / "zerodown.yml"
+        path.write_text(yaml.safe_dump(data))
+        return path
+
+    loaded = load_config(write(["prod", "staging"]))
+    store = open_store(f"sqlite:///{tmp_path / 'history.db'}")
+    plane = FakePlane(loaded, store)
+
+    async def same_router(_: object) -> object:
+        return plane.router  # the fake stays: a changed config would open a real router
+
+    monkeypatch.setattr(control_plane, "open_router", same_router)
+    staged = DeploymentRecord(
+        "s" * 32, "api", "staging", "v1", "rolling", DeploymentState.SUCCEEDED, "me", 1e9
+    )
+    await store.create_deployment(staged)
+    transport = httpx.ASGITransport(app=create_app(plane, settings=ServerConfig()))
+    async with httpx.AsyncClient(transport=transport, base_url="http://zerodown.test") as client:
+
+        async def listed(path: str) -> list[str]:
+            return sorted(item["environment"] for item in (await client.get(path)).json())
+
+        assert await listed("/api/kpis?days=3660") == ["prod", "staging"]
+        write(["prod"])
+        assert await listed("/api/kpis?days=3660") == ["prod"]
+        assert await listed("/api/services") == ["prod"]
+        assert (await client.get("/api/overview")).json()["environments"] == ["prod"]
+    assert [r.environment for r in await store.list_deployments()] == ["staging"]
+    await store.close()

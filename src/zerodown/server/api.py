@@ -29,6 +29,7 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 
 from zerodown import __version__
+from zerodown.config.model import ZerodownConfig
 from zerodown.config.server import ServerConfig
 from zerodown.control_plane import ControlPlane, FleetStatus, check_target
 from zerodown.engine.deployer import Deployer, DeployRequest
@@ -168,7 +169,7 @@ def read_routes() -> APIRouter:
     async def overview(request: Request) -> dict[str, Any]:
         """The project, its services and environments, and which features this server has."""
         state = state_of(request)
-        config = state.plane.loaded.config
+        config = await _current_config(state)
         return {
             "project": config.project,
             "version": __version__,
@@ -181,7 +182,7 @@ def read_routes() -> APIRouter:
     @api.get("/environments")
     async def environments(request: Request) -> list[dict[str, Any]]:
         """Environments with their branch, strategy and rollback policy."""
-        config = state_of(request).plane.loaded.config
+        config = await _current_config(state_of(request))
         return [
             {
                 "name": name,
@@ -197,6 +198,7 @@ def read_routes() -> APIRouter:
         """Every service x environment: live revision, targets and their health, instances, and
         what `rollback` would deploy (`rollback_to`, None: no earlier good revision)."""
         state = state_of(request)
+        await _current_config(state)  # status() lists what zerodown.yml defines now
         return [
             {**fleet_view(item), "rollback_to": await _rollback_candidate(state, item)}
             for item in await state.plane.status()
@@ -318,9 +320,10 @@ def read_routes() -> APIRouter:
         environment: Annotated[str | None, Query(max_length=63)] = None,
         days: Annotated[float, Query(gt=0, le=3660)] = 30,
     ) -> list[dict[str, Any]]:
-        """Delivery KPIs per service and environment, with the seeds' targets."""
+        """Delivery KPIs of the configured services and environments, with the seeds' targets
+        (the history of one removed from zerodown.yml stays in the store, not in this list)."""
         state = state_of(request)
-        config = state.plane.loaded.config
+        config = await _current_config(state)
         groups = [(s, e) for s in config.services for e in config.environments]
         found = await compute_kpis(
             state.tokens.engine, days=days, service=service, environment=environment, groups=groups
@@ -418,6 +421,15 @@ async def _launch(
         raise HTTPException(409, str(exc)) from None
     except ConfigError as exc:
         raise HTTPException(not_found_or_bad(exc), exc.reason) from None
+
+
+async def _current_config(state: ApiState) -> ZerodownConfig:
+    """zerodown.yml as it is now, so reads list what it defines; while the file is invalid,
+    reads keep the last good config (actions refuse with the error)."""
+    try:
+        return (await state.plane.refresh_config()).config
+    except ConfigError:
+        return state.plane.loaded.config
 
 
 async def _progress(state: ApiState, record: DeploymentRecord) -> dict[str, Any] | None:
