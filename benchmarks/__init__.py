@@ -12,4 +12,5 @@ BENCHMARKS: dict[str, str] = {
     "rollback": "benchmarks.rollback_bench",
     "kpis": "benchmarks.kpi_bench",
     "pipeline": "benchmarks.pipeline_bench",
+    "cli": "benchmarks.cli_bench",
 }

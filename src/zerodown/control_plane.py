@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from zerodown.config import LoadedConfig
-from zerodown.config.routes import route_hosts, router_addresses
+from zerodown.config.routes import environment_listen, route_hosts, router_addresses
 from zerodown.engine.deployer import Deployer
 from zerodown.engine.events import DeploymentObserver
 from zerodown.engine.extensions import DeploymentGuard, EnvSource, Masker, Verifier
@@ -48,6 +48,7 @@ class FleetStatus:
     instances: tuple[InstanceInfo, ...]
     last: DeploymentRecord | None  # the newest deployment
     live: DeploymentRecord | None  # the newest successful one
+    listen: tuple[str, ...] = ()  # where the router serves this environment
 
     @property
     def revision(self) -> str | None:
@@ -169,7 +170,7 @@ class ControlPlane:
         an invalid file raises ConfigError (the request is refused) and keeps the last good one."""
         path = self.loaded.path
         seen = _stamp(path)
-        if seen is not None and seen == self._config_stamp:
+        if seen == self._config_stamp:  # unchanged (or never a file: a config made in code)
             return self.loaded
         from zerodown.config import load_config
 
@@ -303,6 +304,7 @@ class ControlPlane:
                         ),
                         last=history[0] if history else None,
                         live=live,
+                        listen=environment_listen(self.loaded.config, environment),
                     )
                 )
         return result

@@ -92,3 +92,32 @@ def test_usage_errors_are_clicks_message_and_exit_2(
     assert expected in done.stderr
     assert "Usage: zerodown" in done.stderr
     assert "unexpected error" not in done.stderr
+
+
+# (typer itself loads pydantic to convert the arguments of any command it runs)
+HEAVY = ("sqlalchemy", "fastapi", "uvicorn", "httpx", "zerodown.config", "zerodown.control_plane")
+
+
+def _imported(*args: str, cwd: Path) -> set[str]:
+    done = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "zerodown", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    return {
+        line.split("|")[-1].strip()
+        for line in done.stderr.splitlines()
+        if line.startswith("import time:")
+    }
+
+
+@pytest.mark.parametrize("args", [["--help"], ["version"], ["deploy", "--help"]])
+def test_help_and_version_load_nothing_heavy(tmp_path: Path, args: list[str]) -> None:
+    """Start-up cost is imports: --help and version load no database, model or web library
+    (the timings are in `make bench`)."""
+    heavy = {m for m in _imported(*args, cwd=tmp_path) if m.startswith(HEAVY)}
+    assert heavy == set()

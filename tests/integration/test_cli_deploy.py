@@ -331,3 +331,35 @@ def test_deploy_without_revision_deploys_head_of_the_source_repo(project: Projec
     history = json.loads(project.run("history", "--json").stdout)
     assert history[0]["revision"] == project.sha("v2")
     assert project.get().json()["version"] == "v2"
+
+
+def test_status_is_answered_by_a_running_serve_without_loading_the_store(
+    project: Project,
+) -> None:
+    """With serve running, `status` asks it (the CLI loads neither SQLAlchemy nor the
+    config model) and shows the same fleet as without serve."""
+    assert project.run("deploy", "web", "--env", "prod", "-r", "v1").returncode == 0
+    direct = project.status()
+    serve = project.spawn("serve")
+    try:
+        sock = project.repo / ".zerodown" / "control-plane.sock"
+        _wait_for(sock.exists, 60, "zerodown serve to listen")
+        through_serve = project.status()
+        timed = subprocess.run(
+            [sys.executable, "-X", "importtime", "-m", "zerodown", "status"],
+            cwd=project.repo,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert timed.returncode == 0, timed.stderr[-2000:]
+        assert "web/prod" in timed.stdout
+        loaded = {line.split("|")[-1].strip() for line in timed.stderr.splitlines()}
+        assert not {m for m in loaded if m.startswith(("sqlalchemy", "zerodown.config.model"))}
+    finally:
+        serve.send_signal(signal.SIGINT)
+        serve.communicate(timeout=120)
+    keys = ("service", "environment", "revision", "revision_label", "healthy")
+    assert {k: through_serve[k] for k in keys} == {k: direct[k] for k in keys}
+    assert through_serve["healthy"] == 2

@@ -10,17 +10,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
-from rich.table import Table
 
-from zerodown.config import load_config
+from zerodown.cli.console import lazy_console
 from zerodown.errors import ConfigError
-from zerodown.secrets.masking import masked_console
-from zerodown.store.sql import SqlHistoryStore, open_store
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # imported where used, so that the CLI starts fast
     from zerodown.server.kpis import ServiceKpis
+    from zerodown.store.sql import SqlHistoryStore
 
-console = masked_console(highlight=False)
+console = lazy_console(highlight=False)
 token_app = typer.Typer(help="API tokens for the dashboard's actions and the REST API.")
 T = TypeVar("T")
 
@@ -30,6 +28,9 @@ ConfigOption = Annotated[
 
 
 def _with_store(config: Path | None, work: Callable[[SqlHistoryStore], Awaitable[T]]) -> T:
+    from zerodown.config import load_config
+    from zerodown.store.sql import open_store
+
     loaded = load_config(config)
 
     async def main() -> T:
@@ -60,6 +61,8 @@ def token_create(
 @token_app.command("list")
 def token_list(config: ConfigOption = None) -> None:
     """Tokens by name, with when they were created and last used (never their secret)."""
+    from rich.table import Table
+
     from zerodown.server.auth import TokenStore
 
     tokens = _with_store(config, lambda store: TokenStore(store.engine).list())
@@ -108,6 +111,8 @@ def _percent(value: float | None) -> str:
 
 
 def _print_kpis(k: ServiceKpis) -> None:
+    from rich.table import Table
+
     console.rule(f"[bold]{k.service}/{k.environment}[/bold] — last {k.days:g} days")
     downtime = "not measured" if k.downtime_seconds is None else _duration(k.downtime_seconds)
     rows: list[tuple[str, str]] = [
@@ -152,6 +157,8 @@ def kpis(
     config: ConfigOption = None,
 ) -> None:
     """Delivery KPIs per service and environment, against the seeds' targets."""
+    from zerodown.config import load_config
+
     loaded = load_config(config)
     if service is not None and service not in loaded.config.services:
         raise ConfigError(f"unknown service {service!r}", path=str(loaded.path), field="services")

@@ -11,27 +11,20 @@ import subprocess
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
-from rich.table import Table
 
-from zerodown.cli.progress import ConsoleProgress
-from zerodown.config import LoadedConfig, load_config
-from zerodown.control_plane import ControlPlane, FleetStatus, Orphan, check_target
-from zerodown.engine.deployer import Deployer, DeployRequest
-from zerodown.engine.events import DeploymentState
+from zerodown.cli.console import lazy_console
 from zerodown.errors import ConfigError, ZerodownError
-from zerodown.secrets.masking import masked_console
-from zerodown.server.views import (
-    deployment_view,
-    fleet_revision_label,
-    fleet_view,
-    record_revision_label,
-)
-from zerodown.store.base import DeploymentRecord
 
-console = masked_console(highlight=False)
+if TYPE_CHECKING:  # imported where used, so that the CLI starts fast
+    from zerodown.config import LoadedConfig
+    from zerodown.control_plane import ControlPlane
+    from zerodown.engine.deployer import Deployer
+    from zerodown.store.base import DeploymentRecord
+
+console = lazy_console(highlight=False)
 T = TypeVar("T")
 SERVE_STOP_ROLLBACK = 120.0  # seconds `serve` waits, when stopped, for its deployments to roll back
 
@@ -62,6 +55,9 @@ def open_and_run(
     recover: bool = True,
 ) -> T:
     """Load the config, open the control plane, run `work` on it, close it."""
+    from zerodown.config import load_config
+    from zerodown.control_plane import ControlPlane
+
     loaded = load_config(config)
 
     async def main() -> T:
@@ -92,6 +88,8 @@ def _run_deployment(
     """Open the control plane and run one deployment with live progress. The first Ctrl-C,
     SIGTERM or SIGUSR1 (`zerodown abort`) fails it and rolls the fleet back; later ones are
     refused while the rollback runs, so the fleet is never left half-switched."""
+    from zerodown.cli.progress import ConsoleProgress
+    from zerodown.control_plane import ControlPlane
 
     async def main() -> DeploymentRecord:
         progress = ConsoleProgress(console, verbose=verbose, ref=ref)
@@ -126,6 +124,7 @@ def _run_remote(
 ) -> DeploymentRecord | None:
     """Hand the deployment to a running `zerodown serve`, if there is one, and follow it live.
     Ctrl-C asks serve to abort it (the fleet rolls back). None: no serve runs here."""
+    from zerodown.cli.progress import ConsoleProgress
     from zerodown.server.socket_api import call, event_from_dict, record_from_dict, serve_is_running
 
     state_dir = loaded.state_dir
@@ -174,6 +173,9 @@ def _run_remote(
 
 
 def _finish(record: DeploymentRecord) -> None:
+    from zerodown.engine.events import DeploymentState
+    from zerodown.server.views import record_revision_label
+
     seconds = f"{record.duration:.1f}s" if record.duration is not None else "-"
     if record.state is DeploymentState.SUCCEEDED:
         console.print(
@@ -207,6 +209,10 @@ def deploy(
     config: ConfigOption = None,
 ) -> None:
     """Deploy a revision of SERVICE; exit 0 succeeded, 1 failed (rolled back), 2 bad input."""
+    from zerodown.config import load_config
+    from zerodown.control_plane import check_target
+    from zerodown.engine.deployer import DeployRequest
+
     loaded = load_config(config)
     check_target(loaded, service, env)
     if revision is None:
@@ -255,6 +261,9 @@ def rollback(
     config: ConfigOption = None,
 ) -> None:
     """Put SERVICE back on the previous successful revision (or --to REV), with zero downtime."""
+    from zerodown.config import load_config
+    from zerodown.control_plane import check_target
+
     loaded = load_config(config)
     check_target(loaded, service, env)
     who = actor_name(actor)
@@ -275,6 +284,7 @@ def abort(
     config: ConfigOption = None,
 ) -> None:
     """Abort the running deployment of SERVICE in ENV: it rolls the fleet back."""
+    from zerodown.control_plane import check_target
 
     async def work(plane: ControlPlane) -> None:
         check_target(plane.loaded, service, env)
@@ -327,73 +337,84 @@ async def _abort_through_serve(loaded: LoadedConfig, service: str, env: str) -> 
     return False
 
 
-def _status_json(items: list[FleetStatus]) -> list[dict[str, Any]]:
-    return [fleet_view(item) for item in items]  # the same shape as the API's
-
-
-def _orphan_json(orphan: Orphan) -> dict[str, Any]:
-    return {
-        "service": orphan.service,
-        "environment": orphan.environment,
-        "orphan": True,
-        "route": orphan.route.route.service if orphan.route else None,
-        "instances": [
-            {"instance": i.instance_id, "revision": i.revision, "state": i.state.value}
-            for i in orphan.instances
-        ],
-    }
-
-
 def _record_json(record: DeploymentRecord) -> dict[str, Any]:
+    from zerodown.server.views import deployment_view
+
     return deployment_view(record)
 
 
 def status(as_json: JsonOption = False, config: ConfigOption = None) -> None:
     """What runs where: revision, instances, health, last deployment; and orphans."""
+    views = _status_through_serve(config)
+    if views is None:  # no serve here: open the control plane in this process
+        from zerodown.server.views import status_views
 
-    async def work(plane: ControlPlane) -> tuple[list[FleetStatus], list[Orphan]]:
-        return await plane.status(), await plane.orphans()
-
-    items, orphans = open_and_run(config, work)
+        views = open_and_run(config, status_views)
     if as_json:
-        print(json.dumps(_status_json(items) + [_orphan_json(o) for o in orphans], indent=2))
+        print(json.dumps(views, indent=2))
         return
-    for orphan in orphans:
+    from rich.table import Table
+
+    for view in views:
+        where = f"{view['service']}/{view['environment']}"
+        if view.get("orphan"):
+            console.print(
+                f"[bold yellow]{where}[/bold yellow]  orphaned: not in zerodown.yml, "
+                f"{len(view['instances'])} instance(s) still running"
+                f"{' and a route' if view['route'] else ''}; stop them with `{view['stop']}`",
+                soft_wrap=True,
+            )
+            continue
+        last = view["last_deployment"]
+        served = ", ".join(view.get("listen") or ()) or "any address"
         console.print(
-            f"[bold yellow]{orphan.service}/{orphan.environment}[/bold yellow]  orphaned: not in "
-            f"zerodown.yml, {len(orphan.instances)} instance(s) still running"
-            f"{' and a route' if orphan.route else ''}; stop them with "
-            f"`{orphan.stop_command}`",
+            f"[bold]{where}[/bold] on {served}  revision {view['revision_label'] or '-'}  "
+            f"healthy {view['healthy']}"
+            + (f"  last: {last['state']} {last['revision_label']}" if last else "")
+            + (f" ({last['reason']})" if last and last["reason"] else ""),
             soft_wrap=True,
         )
-    for item in items:
-        healthy = item.route.healthy_count if item.route else 0
-        wanted = 0
-        last = item.last
-        console.print(
-            f"[bold]{item.service}/{item.environment}[/bold]  revision "
-            f"{fleet_revision_label(item, item.revision)}  healthy {healthy}"
-            + (f"  last: {last.state.value} {record_revision_label(last)}" if last else "")
-            + (f" ({last.reason})" if last and last.reason else ""),
-            soft_wrap=True,
-        )
-        del wanted
-        if not item.route or not item.route.targets:
+        if not view["targets"]:
             continue
         table = Table(box=None, pad_edge=False)
         for column in ("instance", "address", "revision", "health", "weight", "in-flight"):
             table.add_column(column)
-        for t in item.route.targets:
-            health = t.health.value + (" (draining)" if t.draining else "")
+        for t in view["targets"]:
             table.add_row(
-                t.spec.target_id,
-                t.spec.address,
-                fleet_revision_label(item, t.spec.revision),
-                health,
-                str(t.spec.weight),
-                str(t.inflight),
+                t["instance"],
+                t["address"],
+                t["revision_label"],
+                t["health"] + (" (draining)" if t["draining"] else ""),
+                str(t["weight"]),
+                str(t["inflight"]),
             )
         console.print(table)
+
+
+def _status_through_serve(config: Path | None) -> list[dict[str, Any]] | None:
+    """The status from a running `zerodown serve`, without loading the engine here (fast);
+    None when no serve answers for this zerodown.yml's state dir."""
+    from zerodown.cli.fast_path import state_dir_hint
+    from zerodown.server.socket_api import call, socket_path
+
+    state_dir = state_dir_hint(config)
+    if state_dir is None or not socket_path(state_dir).exists():
+        return None
+
+    async def ask() -> list[dict[str, Any]] | None:
+        async with asyncio.timeout(10):
+            async for answer in call(state_dir, {"op": "status"}):
+                if answer.get("ok"):
+                    return list(answer["status"])
+                if int(answer.get("exit_code", 1)) == 2:
+                    raise ConfigError(str(answer["error"]))
+                return None
+        return None
+
+    try:
+        return asyncio.run(ask())
+    except (OSError, TimeoutError, ValueError):
+        return None  # a stale socket, a serve that stops: ask the store directly
 
 
 def history(
@@ -445,6 +466,8 @@ def history(
 
 def _history_columns(records: list[DeploymentRecord]) -> list[tuple[str, ...]]:
     """`zerodown history`'s header and one row per deployment (the reason goes below)."""
+    from zerodown.server.views import record_revision_label
+
     header: tuple[str, ...] = ("id", "when", "service", "env", "revision", "state", "took", "actor")
     return [header] + [
         (
@@ -473,6 +496,8 @@ def logs(
     config: ConfigOption = None,
 ) -> None:
     """Output of SERVICE's instances (prefixed by instance), also of crashed ones since removed."""
+    from zerodown.config import load_config
+
     loaded = load_config(config)
     asyncio.run(_tail_logs(loaded, service, env, follow=follow, lines=lines))
 
@@ -582,6 +607,9 @@ def serve(config: ConfigOption = None) -> None:
 
     Ctrl-C stops only the control plane: the router and the instances keep serving.
     """
+    from zerodown.cli.progress import ConsoleProgress
+    from zerodown.config import load_config
+    from zerodown.control_plane import ControlPlane
     from zerodown.server.http import HttpServer
     from zerodown.server.socket_api import ControlPlaneServer
 
@@ -608,10 +636,16 @@ def serve(config: ConfigOption = None) -> None:
             signal.SIGUSR1,
             lambda: console.print("[yellow]SIGUSR1 ignored: use `zerodown abort`[/yellow]"),
         )
-        listen = ", ".join(f"http://{address}/" for address in loaded.config.router.listen)
+        from zerodown.config.routes import environment_listen
+
+        listen = "; ".join(
+            f"{env} on " + ", ".join(f"http://{a}/" for a in environment_listen(loaded.config, env))
+            for env in loaded.config.environments
+        )
         console.print(
-            f"zerodown serve: router on {listen}; control plane on {server.path} "
-            "(Ctrl-C stops the control plane; the router and instances keep serving)"
+            f"zerodown serve: router: {listen}; control plane on {server.path} "
+            "(Ctrl-C stops the control plane; the router and instances keep serving)",
+            soft_wrap=True,
         )
         if dashboard is not None:
             console.print(f"dashboard and API on {dashboard.url}", soft_wrap=True)

@@ -8,20 +8,17 @@ import json
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
-from rich.table import Table
 
-from zerodown.alarms.evaluate import AlarmEvaluator
-from zerodown.alarms.history import alarm_history, engine_of
-from zerodown.config import load_config
-from zerodown.control_plane import ControlPlane
+from zerodown.cli.console import lazy_console
 from zerodown.errors import ConfigError
-from zerodown.metrics.series import aggregate
-from zerodown.secrets.masking import masked_console
 
-console = masked_console(highlight=False)
+if TYPE_CHECKING:  # imported where used, so that the CLI starts fast
+    from zerodown.control_plane import ControlPlane
+
+console = lazy_console(highlight=False)
 T = TypeVar("T")
 WINDOW = 60.0  # seconds `zerodown metrics` averages over
 
@@ -33,6 +30,9 @@ EnvFilter = Annotated[str | None, typer.Option("--env", "-e", help="Only this en
 
 
 def _with_plane(config: Path | None, work: Callable[[ControlPlane], Awaitable[T]]) -> T:
+    from zerodown.config import load_config
+    from zerodown.control_plane import ControlPlane
+
     loaded = load_config(config)
 
     async def main() -> T:
@@ -75,6 +75,9 @@ def metrics(
     config: ConfigOption = None,
 ) -> None:
     """Request rate, 5xx and latency percentiles per revision, over the last minute."""
+    from rich.table import Table
+
+    from zerodown.metrics.series import aggregate
 
     async def work(plane: ControlPlane) -> list[dict[str, Any]]:
         wanted = _routes(plane, service, env)
@@ -124,6 +127,10 @@ def alarms(
     config: ConfigOption = None,
 ) -> None:
     """Every alarm's state now (judged on the router's metrics) and the recent transitions."""
+    from rich.table import Table
+
+    from zerodown.alarms.evaluate import AlarmEvaluator
+    from zerodown.alarms.history import alarm_history, engine_of
 
     config_file: list[Path] = []  # for the hint when nothing is configured
 

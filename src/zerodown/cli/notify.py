@@ -5,17 +5,18 @@ from __future__ import annotations
 import asyncio
 import getpass
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from zerodown.config import load_config
+from zerodown.cli.console import lazy_console
 from zerodown.errors import ConfigError, NotificationFailed
-from zerodown.notifiers.base import DeliveryAttempt, DeliveryLog, Notification, Severity
-from zerodown.secrets.masking import masked_console
+
+if TYPE_CHECKING:  # imported where used, so that the CLI starts fast
+    from zerodown.notifiers.base import DeliveryAttempt, DeliveryLog
 
 notify_app = typer.Typer(help="Notifications: check that a Slack or webhook channel works.")
-console = masked_console(highlight=False)
+console = lazy_console(highlight=False)
 
 ConfigOption = Annotated[
     Path | None, typer.Option("--config", "-c", help="zerodown.yml (default: search upwards).")
@@ -42,6 +43,9 @@ def test_channel(
     retries: Annotated[int, typer.Option(help="Further attempts after a failed one.")] = 0,
 ) -> None:
     """Send a test message to CHANNEL now and say whether it arrived."""
+    from zerodown.config import load_config
+    from zerodown.notifiers.base import Notification, Severity
+
     loaded = load_config(config)
     settings = loaded.config.notifications
     if settings is None or channel not in settings.channels:

@@ -8,30 +8,25 @@ import json
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from rich.markup import escape
-from rich.table import Table
 
-from zerodown.cli.deploy import actor_name
-from zerodown.config import LoadedConfig, load_config
+from zerodown.cli.console import lazy_console
 from zerodown.errors import ConfigError
-from zerodown.pipeline.approvals import approve
-from zerodown.pipeline.artifacts import ArtifactInfo, LocalArtifactStore, plan_prune
-from zerodown.pipeline.history import PipelineHistory
-from zerodown.pipeline.model import Decision, JobRecord, JobState, RunRecord, RunState
-from zerodown.pipeline.notify import close_notifier, notifier_from_config
-from zerodown.pipeline.runner import PipelineRunner, default_masker, pipeline_of
-from zerodown.pipeline.stages.deploy import EngineDeployments, protected_revisions
-from zerodown.pipeline.triggers import add_remote, spawn_run
-from zerodown.secrets.masking import masked_console
-from zerodown.store.sql import open_store
+from zerodown.pipeline.model import JobState
+
+if TYPE_CHECKING:  # imported where used, so that the CLI starts fast
+    from zerodown.config import LoadedConfig
+    from zerodown.pipeline.artifacts import ArtifactInfo
+    from zerodown.pipeline.history import PipelineHistory
+    from zerodown.pipeline.model import Decision, JobRecord, RunRecord
 
 pipeline_app = typer.Typer(help="Pipelines: test -> build -> scan -> publish -> deploy.")
 remote_app = typer.Typer(help="Git remotes zerodown serves: a push runs the pipeline.")
 artifacts_app = typer.Typer(help="Published revisions and their retention.")
-console = masked_console(highlight=False)
+console = lazy_console(highlight=False)
 T = TypeVar("T")
 
 ConfigOption = Annotated[
@@ -61,6 +56,9 @@ def register(app: typer.Typer) -> None:
 
 
 def _with_history(loaded: LoadedConfig, work: Callable[[PipelineHistory], Awaitable[T]]) -> T:
+    from zerodown.pipeline.history import PipelineHistory
+    from zerodown.store.sql import open_store
+
     async def main() -> T:
         store = open_store(loaded.store_url)
         try:
@@ -128,6 +126,12 @@ def run_command(
     config: ConfigOption = None,
 ) -> None:
     """Run the pipeline for BRANCH: jobs, gates, then the deploy its environment wants."""
+    from zerodown.cli.deploy import actor_name
+    from zerodown.config import load_config
+    from zerodown.pipeline.model import RunState
+    from zerodown.pipeline.runner import PipelineRunner, pipeline_of
+    from zerodown.pipeline.triggers import spawn_run
+
     loaded = load_config(config)
     pipeline_of(loaded)
     who = actor_name(actor)
@@ -152,11 +156,20 @@ def run_command(
 @pipeline_app.command("execute", hidden=True)
 def execute_command(run_id: str, config: ConfigOption = None) -> None:
     """Execute a queued run (what --detach starts in the background)."""
+    from zerodown.config import load_config
+    from zerodown.pipeline.model import RunState
+
     final = _execute(load_config(config), run_id)
     raise typer.Exit(0 if final.state is RunState.SUCCEEDED else 1)
 
 
 def _execute(loaded: LoadedConfig, run_id: str) -> RunRecord:
+    from rich.markup import escape
+
+    from zerodown.pipeline.notify import close_notifier, notifier_from_config
+    from zerodown.pipeline.runner import PipelineRunner, default_masker
+    from zerodown.pipeline.stages.deploy import EngineDeployments
+
     async def work(history: PipelineHistory) -> RunRecord:
         masker = default_masker()
         notifier = notifier_from_config(loaded, history.store, masker)
@@ -192,6 +205,11 @@ def list_command(
     config: ConfigOption = None,
 ) -> None:
     """Recent pipeline runs, newest first."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    from zerodown.config import load_config
+
     loaded = load_config(config)
     runs = _with_history(loaded, lambda h: h.list_runs(environment=env, limit=limit))
     if as_json:
@@ -217,6 +235,11 @@ def list_command(
 @pipeline_app.command("show")
 def show_command(run_id: str, as_json: JsonOption = False, config: ConfigOption = None) -> None:
     """One run: its jobs, decisions and approvals."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    from zerodown.config import load_config
+
     loaded = load_config(config)
 
     async def read(history: PipelineHistory) -> dict[str, Any]:
@@ -260,6 +283,10 @@ def logs_command(
     config: ConfigOption = None,
 ) -> None:
     """A run's job output (masked); -f follows it live."""
+    from rich.markup import escape
+
+    from zerodown.config import load_config
+
     loaded = load_config(config)
 
     async def stream(history: PipelineHistory) -> None:
@@ -288,6 +315,9 @@ def cancel_command(
     config: ConfigOption = None,
 ) -> None:
     """Stop a run (a deploy in flight finishes first; the fleet is never left half-switched)."""
+    from zerodown.cli.deploy import actor_name
+    from zerodown.config import load_config
+
     loaded = load_config(config)
     who = actor_name(actor)
 
@@ -306,6 +336,10 @@ def approve_command(
     config: ConfigOption = None,
 ) -> None:
     """Approve a pipeline run waiting to deploy (each person counts once)."""
+    from zerodown.cli.deploy import actor_name
+    from zerodown.config import load_config
+    from zerodown.pipeline.approvals import approve
+
     loaded = load_config(config)
     who = actor_name(actor)
 
@@ -325,6 +359,9 @@ def approve_command(
 @remote_app.command("add")
 def remote_add_command(name: str, config: ConfigOption = None) -> None:
     """Create a git remote here: `git push NAME main` runs the pipeline for main."""
+    from zerodown.config import load_config
+    from zerodown.pipeline.triggers import add_remote
+
     loaded = load_config(config)
     remote = add_remote(loaded, name)
     console.print(f"remote {name}: {remote.url}")
@@ -334,6 +371,10 @@ def remote_add_command(name: str, config: ConfigOption = None) -> None:
 @artifacts_app.command("list")
 def artifacts_list_command(as_json: JsonOption = False, config: ConfigOption = None) -> None:
     """Published revisions with their tags, newest first."""
+    from rich.table import Table
+
+    from zerodown.config import load_config
+
     loaded = load_config(config)
     rows = _with_history(loaded, lambda h: h.artifacts())
     data: list[dict[str, Any]] = [
@@ -371,6 +412,9 @@ def artifacts_prune_command(
 ) -> None:
     """Apply the retention policies (published revisions, and every service's prepared
     releases); never deletes a deployed revision, a rollback target or a release in use."""
+    from zerodown.config import load_config
+    from zerodown.pipeline.artifacts import ArtifactInfo, LocalArtifactStore, plan_prune
+    from zerodown.pipeline.stages.deploy import protected_revisions
     from zerodown.revisions import ReleaseRetention, StoredRelease
     from zerodown.runtimes.local import LocalRuntime
 

@@ -6,17 +6,19 @@ whichever process runs it (a CLI deploy, `zerodown serve`, the API).
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from zerodown.cli.deploy import ConfigOption, EnvOption, actor_name, open_and_run
-from zerodown.control_plane import ControlPlane, check_target
-from zerodown.engine.commands import Command, send_command
+from zerodown.cli.console import lazy_console
+from zerodown.cli.deploy import ConfigOption, EnvOption
 from zerodown.errors import ConfigError
-from zerodown.secrets.masking import masked_console
 
-console = masked_console(highlight=False)
+if TYPE_CHECKING:  # imported where used, so that the CLI starts fast
+    from zerodown.control_plane import ControlPlane
+    from zerodown.engine.commands import Command
+
+console = lazy_console(highlight=False)
 
 ServiceArgument = Annotated[str, typer.Argument(help="Service whose deployment to steer.")]
 ActorOption = Annotated[str | None, typer.Option(help="Who asks (default: git user).")]
@@ -25,6 +27,10 @@ ActorOption = Annotated[str | None, typer.Option(help="Who asks (default: git us
 def _send(
     config: ConfigOption, service: str, env: str, command: Command, actor: str | None
 ) -> None:
+    from zerodown.cli.deploy import actor_name, open_and_run
+    from zerodown.control_plane import check_target
+    from zerodown.engine.commands import send_command
+
     who = actor_name(actor)
 
     async def work(plane: ControlPlane) -> str:
@@ -54,6 +60,8 @@ def promote(
     config: ConfigOption = None,
 ) -> None:
     """Move SERVICE's canary to its next step now (--full: straight to 100 %)."""
+    from zerodown.engine.commands import Command
+
     _send(config, service, env, Command.PROMOTE_FULL if full else Command.PROMOTE, actor)
 
 
@@ -61,6 +69,8 @@ def pause(
     service: ServiceArgument, env: EnvOption, actor: ActorOption = None, config: ConfigOption = None
 ) -> None:
     """Hold SERVICE's canary at its current step (analysis keeps running) until resume."""
+    from zerodown.engine.commands import Command
+
     _send(config, service, env, Command.PAUSE, actor)
 
 
@@ -68,6 +78,8 @@ def resume(
     service: ServiceArgument, env: EnvOption, actor: ActorOption = None, config: ConfigOption = None
 ) -> None:
     """Let a paused canary of SERVICE go on."""
+    from zerodown.engine.commands import Command
+
     _send(config, service, env, Command.RESUME, actor)
 
 

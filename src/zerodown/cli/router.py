@@ -12,21 +12,13 @@ from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
-from rich.table import Table
 
-from zerodown.config import load_config
+from zerodown.cli.console import lazy_console
 from zerodown.errors import ConfigError, ZerodownError
-from zerodown.routers.builtin.client import (
-    BuiltinRouter,
-    ensure_router,
-    restart_router,
-    stop_router,
-)
-from zerodown.secrets.masking import masked_console
 
 router_app = typer.Typer(help="The built-in router: a reverse proxy that never drops a request.")
-console = masked_console()
-errors = masked_console(stderr=True)
+console = lazy_console()
+errors = lazy_console(stderr=True)
 
 T = TypeVar("T")
 
@@ -60,6 +52,8 @@ DEFAULT_LISTEN = "127.0.0.1:8080"
 
 def _where(state_dir: Path | None, listen: list[str] | None) -> tuple[Path, list[str]]:
     """State dir and listen addresses: flags, else the nearest zerodown.yml, else the defaults."""
+    from zerodown.config import load_config
+
     if state_dir is not None:
         return state_dir, listen or [DEFAULT_LISTEN]
     try:
@@ -68,7 +62,9 @@ def _where(state_dir: Path | None, listen: list[str] | None) -> tuple[Path, list
         if exc.path and Path(exc.path).exists():
             raise  # a zerodown.yml that is broken must be fixed, not ignored
         return DEFAULT_STATE_DIR, listen or [DEFAULT_LISTEN]
-    return loaded.state_dir, listen or list(loaded.config.router.listen)
+    from zerodown.config.routes import router_addresses
+
+    return loaded.state_dir, listen or router_addresses(loaded.config)  # every environment's
 
 
 def _run(coro: Coroutine[Any, Any, T]) -> T:
@@ -106,6 +102,8 @@ def run(
 
 def _configured_workers(state_dir: Path | None) -> int:
     """`router.workers` of the nearest zerodown.yml when no --state-dir says where to look."""
+    from zerodown.config import load_config
+
     if state_dir is not None:
         return 1
     try:
@@ -119,6 +117,8 @@ def start(
     state_dir: StateDir = None, listen: Listen = None, grace: Grace = 30.0, workers: Workers = None
 ) -> None:
     """Start the router in the background unless one is running."""
+    from zerodown.routers.builtin.client import ensure_router
+
     where, addresses = _where(state_dir, listen)
     count = workers or _configured_workers(state_dir)
     if count > 1:
@@ -135,6 +135,7 @@ def start(
 @router_app.command()
 def restart(state_dir: StateDir = None) -> None:
     """Replace the running router with a new process without dropping a connection."""
+    from zerodown.routers.builtin.client import restart_router
     from zerodown.routers.builtin.pool import restart_pool, running_workers
 
     where = _where(state_dir, None)[0]
@@ -149,6 +150,7 @@ def restart(state_dir: StateDir = None) -> None:
 @router_app.command()
 def stop(state_dir: StateDir = None) -> None:
     """Stop the router (every worker), letting open connections finish within its grace period."""
+    from zerodown.routers.builtin.client import stop_router
     from zerodown.routers.builtin.pool import running_workers, stop_pool
 
     where = _where(state_dir, None)[0]
@@ -163,6 +165,10 @@ def stop(state_dir: StateDir = None) -> None:
 @router_app.command()
 def status(state_dir: StateDir = None) -> None:
     """Show the router's routes and targets."""
+    from rich.table import Table
+
+    from zerodown.routers.builtin.client import BuiltinRouter
+
     where = _where(state_dir, None)[0]
 
     async def gather() -> tuple[dict[str, Any], list[Any]]:

@@ -10,22 +10,24 @@ import asyncio
 import json
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from zerodown.config import LoadedConfig, load_config
-from zerodown.config.secrets import SecretSourceConfig
+from zerodown.cli.console import lazy_console
 from zerodown.errors import ConfigError, SecretsError
-from zerodown.secrets import effective_sources, open_secret_store
-from zerodown.secrets.base import SecretStore, check_name, not_found
-from zerodown.secrets.masking import MASK, global_masker, masked_console
+from zerodown.secrets.masking import MASK, global_masker
+
+if TYPE_CHECKING:  # imported where used, so that the CLI starts fast
+    from zerodown.config import LoadedConfig
+    from zerodown.config.secrets import SecretSourceConfig
+    from zerodown.secrets.base import SecretStore
 
 secrets_app = typer.Typer(
     help="Secrets of an environment (values from stdin or a prompt, never from argv).",
     no_args_is_help=True,
 )
-console = masked_console(highlight=False)
+console = lazy_console(highlight=False)
 
 ConfigOption = Annotated[
     Path | None, typer.Option("--config", "-c", help="zerodown.yml (default: search upwards).")
@@ -38,6 +40,8 @@ SourceOption = Annotated[
 
 
 def _sources(loaded: LoadedConfig, env: str) -> list[SecretSourceConfig]:
+    from zerodown.secrets import effective_sources
+
     environments = loaded.config.environments
     if env not in environments:
         known = ", ".join(sorted(environments))
@@ -50,6 +54,8 @@ def _sources(loaded: LoadedConfig, env: str) -> list[SecretSourceConfig]:
 
 
 def _store(loaded: LoadedConfig, config: SecretSourceConfig) -> SecretStore:
+    from zerodown.secrets import open_secret_store
+
     return open_secret_store(config, state_dir=loaded.state_dir, root=loaded.root)
 
 
@@ -80,6 +86,9 @@ def set_secret(
     name: NameArgument, env: EnvOption, source: SourceOption = 1, config: ConfigOption = None
 ) -> None:
     """Create or replace secret NAME; the value comes from stdin or a hidden prompt."""
+    from zerodown.config import load_config
+    from zerodown.secrets.base import check_name
+
     loaded = load_config(config)
     check_name(name)
     store = _writable(loaded, env, source)
@@ -97,6 +106,9 @@ def get_secret(
     config: ConfigOption = None,
 ) -> None:
     """Show secret NAME (masked unless --reveal)."""
+    from zerodown.config import load_config
+    from zerodown.secrets.base import not_found
+
     loaded = load_config(config)
 
     async def find() -> str:
@@ -121,6 +133,8 @@ def list_secrets(
     config: ConfigOption = None,
 ) -> None:
     """List the names of ENV's secrets and where each comes from (never values)."""
+    from zerodown.config import load_config
+
     loaded = load_config(config)
 
     async def collect() -> dict[str, str]:
@@ -146,6 +160,8 @@ def remove_secret(
     name: NameArgument, env: EnvOption, source: SourceOption = 1, config: ConfigOption = None
 ) -> None:
     """Delete secret NAME from ENV."""
+    from zerodown.config import load_config
+
     loaded = load_config(config)
     store = _writable(loaded, env, source)
     asyncio.run(store.remove(env, name))

@@ -15,13 +15,14 @@ import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from zerodown.control_plane import ControlPlane, check_target
-from zerodown.engine.deployer import DeployRequest
 from zerodown.engine.events import DeploymentEvent, DeploymentState, EventKind
 from zerodown.errors import ConfigError, ZerodownError
 from zerodown.store.base import DeploymentRecord
+
+if TYPE_CHECKING:  # the CLI's client side (`call`) must not load the engine
+    from zerodown.control_plane import ControlPlane
 
 SOCKET_NAME = "control-plane.sock"
 MAX_LINE = 1024 * 1024
@@ -126,14 +127,18 @@ class ControlPlaneServer:
         """Abort every deployment running in this process (through this socket or the HTTP API,
         which share `running`) and wait up to `timeout` s for their rollbacks; how many there
         were. `serve` stops this way, so none is left half-done when its event loop ends."""
-        deployers = list(self._running.values())
-        for deployer in deployers:
-            deployer.abort(reason=reason)
+        aborted: set[int] = set()
         deadline = time.monotonic() + timeout
         # Two servers add and remove entries of `running`: there is no one event to await.
-        while self._running and time.monotonic() < deadline:  # noqa: ASYNC110
+        while self._running and time.monotonic() < deadline:
+            # Asked again at each look: a deployment still waiting for its lock has nothing to
+            # abort yet (the abort would be lost and it would run to its end after all), and the
+            # HTTP API may have started one since the last look.
+            for deployer in list(self._running.values()):
+                deployer.abort(reason=reason)
+                aborted.add(id(deployer))
             await asyncio.sleep(_ABORT_POLL)
-        return len(deployers)
+        return len(aborted)
 
     async def close(self) -> None:
         """Stop listening; running deployments finish (or roll back) on their own."""
@@ -168,9 +173,17 @@ class ControlPlaneServer:
     async def _handle(
         self, request: dict[str, Any], send: Callable[[dict[str, Any]], Awaitable[None]]
     ) -> None:
+        from zerodown.control_plane import check_target
+        from zerodown.engine.deployer import DeployRequest
+        from zerodown.server.views import status_views
+
         op = request["op"]
         if op == "ping":
             await send({"ok": True, "pid": os.getpid()})
+            return
+        if op == "status":  # `zerodown status` answered without loading the engine in the CLI
+            await self.plane.refresh_config()
+            await send({"ok": True, "status": await status_views(self.plane)})
             return
         service, environment = str(request["service"]), str(request["environment"])
         # zerodown.yml as it is now; an invalid file refuses the request with its error
@@ -183,7 +196,7 @@ class ControlPlaneServer:
             await send({"ok": True})
             return
         if op not in ("deploy", "rollback"):
-            raise ConfigError(f"unknown op {op!r}: use ping, deploy, rollback or abort")
+            raise ConfigError(f"unknown op {op!r}: use ping, status, deploy, rollback or abort")
         key = (service, environment)
         observer = _StreamObserver(send)
         registration = _Registration(self._running, key)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from zerodown.control_plane import FleetStatus
+from zerodown.control_plane import ControlPlane, FleetStatus, Orphan
 from zerodown.engine.events import DeploymentEvent
 from zerodown.refs import REF_LABEL, revision_label
 from zerodown.store.base import DeploymentRecord
@@ -86,6 +86,7 @@ def fleet_view(item: FleetStatus) -> dict[str, Any]:
         "service": item.service,
         "environment": item.environment,
         "route": f"{item.service}.{item.environment}",
+        "listen": list(item.listen),
         "revision": item.revision,
         "revision_label": fleet_revision_label(item, item.revision) if item.revision else None,
         "live": deployment_view(item.live) if item.live else None,
@@ -105,3 +106,24 @@ def fleet_view(item: FleetStatus) -> dict[str, Any]:
         ],
         "last_deployment": deployment_view(item.last) if item.last else None,
     }
+
+
+def orphan_view(orphan: Orphan) -> dict[str, Any]:
+    """Instances (and a route) of a service/environment zerodown.yml no longer defines."""
+    return {
+        "service": orphan.service,
+        "environment": orphan.environment,
+        "orphan": True,
+        "route": orphan.route.route.service if orphan.route else None,
+        "stop": orphan.stop_command,
+        "instances": [
+            {"instance": i.instance_id, "revision": i.revision, "state": i.state.value}
+            for i in orphan.instances
+        ],
+    }
+
+
+async def status_views(plane: ControlPlane) -> list[dict[str, Any]]:
+    """`zerodown status --json`: each configured service x environment, then the orphans."""
+    fleets = [fleet_view(item) for item in await plane.status()]
+    return fleets + [orphan_view(orphan) for orphan in await plane.orphans()]
