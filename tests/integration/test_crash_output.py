@@ -134,6 +134,12 @@ def test_import_crash_traceback_reaches_reason_event_and_logs_masked(repo: Path)
     # deploy -v prints the INSTANCE_FAILED event and the final reason, both with the traceback
     assert bad.stdout.count("ZeroDivisionError: division by zero") >= 2, bad.stdout
     assert "last output:" in bad.stdout
+    # without -v the state lines that repeat the reason do not repeat the output
+    quiet = _zerodown(repo, "deploy", "api", "--env", "prod", "-r", "crash")
+    assert quiet.returncode == 1
+    assert quiet.stdout.count("ZeroDivisionError: division by zero") == 2, quiet.stdout
+    status = _zerodown(repo, "status")  # one line per environment, the reason cut to one line
+    assert "ZeroDivisionError" not in status.stdout and "last: rolled_back" in status.stdout
 
     history = _zerodown(repo, "history", "--json")
     assert history.returncode == 0, history.stderr
@@ -145,7 +151,7 @@ def test_import_crash_traceback_reaches_reason_event_and_logs_masked(repo: Path)
     assert "connecting with DB_PASSWORD=****" in reason
 
     events = _failed_events(repo)
-    assert len(events) == 1, events
+    assert len(events) == 2, events  # the -v deploy's and the quiet one's
     output = events[0]["data"]["output"]  # type: ignore[index]
     assert isinstance(output, list)
     assert output[-1] == "ZeroDivisionError: division by zero"

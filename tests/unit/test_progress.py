@@ -183,3 +183,32 @@ async def test_serve_keeps_each_deployments_lines_apart() -> None:
     lines = _lines(out)
     assert lines[:2] == [line, line]
     assert [x.endswith("1 probe, last: HTTP 503") for x in lines[2:]] == [True, True]
+
+
+async def test_a_crash_output_in_the_reason_is_printed_once() -> None:
+    """The instance_failed line shows the app's last output; the state lines that repeat the
+    reason show only its first line (it was printed 4 times)."""
+    progress, out = _progress()
+    reason = "process exited with code 1 during start; last output:\n  | Traceback\n  | ZeroDivisionError"
+    await _play(
+        progress,
+        [
+            DeploymentEvent("d1", EventKind.INSTANCE_FAILED, f"web-1 failed: {reason}", {}, 1.0),
+            DeploymentEvent(
+                "d1", EventKind.STATE, f"in_progress -> rolling_back: {reason}", {}, 2.0
+            ),
+            DeploymentEvent(
+                "d1",
+                EventKind.STATE,
+                f"rolling_back -> rolled_back: {reason}; rolled back to v1",
+                {},
+                3.0,
+            ),
+        ],
+    )
+    text = out.getvalue()
+    assert text.count("ZeroDivisionError") == 1
+    assert (
+        "rolling_back -> rolled_back: process exited with code 1 during start; last output: (output above)"
+        in text
+    )

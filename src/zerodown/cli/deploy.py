@@ -371,7 +371,7 @@ def status(as_json: JsonOption = False, config: ConfigOption = None) -> None:
             f"[bold]{where}[/bold] on {served}  revision {view['revision_label'] or '-'}  "
             f"healthy {view['healthy']}"
             + (f"  last: {last['state']} {last['revision_label']}" if last else "")
-            + (f" ({last['reason']})" if last and last["reason"] else ""),
+            + (f" ({_one_line(last['reason'])})" if last and last["reason"] else ""),
             soft_wrap=True,
         )
         if not view["targets"]:
@@ -389,6 +389,12 @@ def status(as_json: JsonOption = False, config: ConfigOption = None) -> None:
                 str(t["inflight"]),
             )
         console.print(table)
+
+
+def _one_line(reason: str, width: int = 100) -> str:
+    """A reason as one short line (the whole one: `history --wide`)."""
+    first = reason.split("\n", 1)[0]
+    return first if len(first) <= width and "\n" not in reason else first[: width - 1] + "…"
 
 
 def _status_through_serve(config: Path | None) -> list[dict[str, Any]] | None:

@@ -86,6 +86,10 @@ class ConsoleProgress:
             self._waits.pop((event.deployment_id, str(event.data.get("instance"))), None)
         if event.kind is EventKind.ANALYSIS:
             return self._analysed(event)
+        if event.kind is not EventKind.INSTANCE_FAILED and "\n" in event.message:
+            # a reason that carries an instance's last output: its instance_failed line showed it
+            first = event.message.split("\n", 1)[0]
+            return f"{first} (output above)"
         return event.message
 
     def _probe(self, event: DeploymentEvent) -> str | None:
