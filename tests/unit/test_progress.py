@@ -189,7 +189,8 @@ async def test_a_crash_output_in_the_reason_is_printed_once() -> None:
     """The instance_failed line shows the app's last output; the state lines that repeat the
     reason show only its first line (it was printed 4 times)."""
     progress, out = _progress()
-    reason = "process exited with code 1 during start; last output:\n  | Traceback\n  | ZeroDivisionError"
+    first = "process exited with code 1 during start; last output:"
+    reason = f"{first}\n  | Traceback\n  | ZeroDivisionError"
     await _play(
         progress,
         [
@@ -208,7 +209,4 @@ async def test_a_crash_output_in_the_reason_is_printed_once() -> None:
     )
     text = out.getvalue()
     assert text.count("ZeroDivisionError") == 1
-    assert (
-        "rolling_back -> rolled_back: process exited with code 1 during start; last output: (output above)"
-        in text
-    )
+    assert f"rolling_back -> rolled_back: {first} (output above)" in text
