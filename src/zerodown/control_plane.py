@@ -18,10 +18,10 @@ from zerodown.engine.events import DeploymentObserver
 from zerodown.engine.extensions import DeploymentGuard, EnvSource, Masker, Verifier
 from zerodown.engine.recovery import recover_unfinished
 from zerodown.errors import ConfigError
-from zerodown.routers.base import Router, RouteStatus, canonical_address
-from zerodown.routers.builtin.client import BuiltinRouter, ensure_router
-from zerodown.runtimes.base import InstanceInfo, Runtime
-from zerodown.runtimes.local import LocalRuntime
+from zerodown.routers.base import Router, RouteStatus, TrafficMetrics, canonical_address
+from zerodown.routers.registry import router_backend
+from zerodown.runtimes.base import AdoptsOrphans, InstanceInfo, Runtime
+from zerodown.runtimes.registry import open_runtime
 from zerodown.store.base import DeploymentRecord, HistoryStore
 from zerodown.store.locking import why_holder_is_gone
 from zerodown.store.sql import open_store
@@ -92,19 +92,11 @@ def check_target(loaded: LoadedConfig, service: str, environment: str) -> None:
 
 
 async def open_router(loaded: LoadedConfig) -> Router:
-    """The router of this config, running and listening on every environment's address (a
-    running router that lacks one binds it, without a restart), its routes bound to them."""
-    state_dir = loaded.state_dir
-    listen = router_addresses(loaded.config)
-    workers = loaded.config.router.workers
-    router: Router = BuiltinRouter(state_dir)
-    if workers > 1:  # N router processes on the same addresses (routers/builtin/pool.py)
-        from zerodown.routers.builtin.pool import WorkerPoolRouter, ensure_pool
-
-        await ensure_pool(state_dir, listen, workers)
-        router = WorkerPoolRouter(state_dir, workers)
-    else:
-        await ensure_router(state_dir, listen)
+    """The router of this config (`router.backend`), running and listening on every
+    environment's address (a running router that lacks one binds it, without a restart), its
+    routes bound to them."""
+    backend = router_backend(loaded.config.router)
+    router = await backend.open(loaded.state_dir, router_addresses(loaded.config))
     await bind_routes_to_environments(router, loaded)
     return router
 
@@ -158,7 +150,8 @@ class ControlPlane:
         state_dir = loaded.state_dir
         state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         router = await open_router(loaded)
-        plane = cls(loaded, LocalRuntime(state_dir), router, open_store(loaded.store_url))
+        runtime = open_runtime(loaded.config.runtime, state_dir)
+        plane = cls(loaded, runtime, router, open_store(loaded.store_url))
         if recover:
             await plane.recover(observers)
             await plane.reap_expired_fleets()
@@ -194,7 +187,7 @@ class ControlPlane:
         from zerodown.secrets.env_source import SecretsEnvSource
         from zerodown.secrets.masking import global_masker
 
-        if isinstance(self.runtime, LocalRuntime):  # apps whose supervisor died get a new one
+        if isinstance(self.runtime, AdoptsOrphans):  # apps whose supervisor died get a new one
             await self.runtime.adopt_orphans()
         await recover_unfinished(
             self.loaded,
@@ -219,9 +212,10 @@ class ControlPlane:
         """Roll the router's 10 s datapoints up into per-minute rows of the history."""
         from zerodown.metrics.rollup import MetricsCollector
 
+        if not isinstance(self.router, TrafficMetrics):
+            return 0  # a router that measures nothing has nothing to roll up
         if self._collector is None:
-            # the builtin router has metrics(); the Router seam does not promise it
-            self._collector = MetricsCollector(self.router, self.store)  # type: ignore[arg-type]
+            self._collector = MetricsCollector(self.router, self.store)
         collector: MetricsCollector = self._collector
         return await collector.collect()
 
@@ -368,9 +362,7 @@ class ControlPlane:
             await self.runtime.stop(info.instance_id)
             await self.runtime.remove(info.instance_id)
             stopped += 1
-        from zerodown.routers.builtin.pool import stop_pool  # every worker; a lone router as before
-
-        await stop_pool(self.loaded.state_dir)
+        await router_backend(self.loaded.config.router).stop(self.loaded.state_dir)
         return stopped
 
     async def close(self) -> None:

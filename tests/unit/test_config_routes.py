@@ -166,7 +166,7 @@ def test_the_check_applies_to_every_load_not_only_the_file_loader() -> None:
 
 def test_the_json_schema_lets_editors_accept_listen_as_a_string_or_a_list() -> None:
     defs = ZerodownConfig.model_json_schema()["$defs"]
-    for model in ("RouterConfig", "EnvironmentConfig"):
+    for model in ("BuiltinRouterConfig", "HaproxyRouterConfig", "EnvironmentConfig"):
         options = defs[model]["properties"]["listen"]["anyOf"]
         assert {"type": "string"} in options
         assert {"type": "array", "items": {"type": "string"}} in options

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from zerodown.alarms.evaluate import AlarmEvaluator, Transition
 from zerodown.alarms.history import engine_of, record_transition
@@ -17,16 +17,11 @@ from zerodown.engine.extensions import DeploymentContext
 from zerodown.errors import AlarmTriggered, ZerodownError
 from zerodown.metrics.logfilters import LogMetricFilter, LogTail
 from zerodown.metrics.series import PERIOD, period_start
+from zerodown.routers.base import TrafficMetrics
 
 log = logging.getLogger(__name__)
 
 EVALUATE_EVERY = 1.0  # seconds; one control-socket call per round, so a breach shows at once
-
-
-class MetricsSource(Protocol):
-    """A router that measures traffic (the built-in one)."""
-
-    async def metrics(self, since: float | None = None) -> dict[str, Any]: ...
 
 
 def definitions(ctx: DeploymentContext) -> list[AlarmDefinition]:
@@ -70,14 +65,14 @@ class AlarmGuard:
             # are still in the metrics, and failing it would restore the bad revision.
             await ctx.emit(EventKind.DECISION, "alarms are not evaluated during a rollback", None)
             return
-        if not hasattr(router, "metrics"):
+        if not isinstance(router, TrafficMetrics):
             await ctx.emit(
                 EventKind.DECISION,
-                f"alarms not evaluated: the {getattr(router, 'name', '?')} router measures nothing",
+                f"alarms not evaluated: the {router.name} router measures nothing",
                 None,
             )
             return
-        source: MetricsSource = router  # type: ignore[assignment]  # checked just above
+        source = router
         evaluators = [AlarmEvaluator(alarm, self.clock) for alarm in alarms]
         tail = (
             LogTail(log_filters(ctx))

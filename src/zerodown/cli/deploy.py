@@ -514,11 +514,11 @@ async def _tail_logs(
     from rich.markup import escape
 
     from zerodown.runtimes.base import InstanceState
-    from zerodown.runtimes.local import LocalRuntime
+    from zerodown.runtimes.registry import open_runtime
 
     if service not in loaded.config.services:
         raise ConfigError(f"unknown service {service!r}", path=str(loaded.path), field="services")
-    runtime = LocalRuntime(loaded.state_dir)
+    runtime = open_runtime(loaded.config.runtime, loaded.state_dir)
     # Crashed instances a rollback removed come first (their output is kept), oldest first.
     exited = list(reversed(await runtime.list_exited(service)))
     running = await runtime.list(service)

@@ -46,11 +46,11 @@ def _with_plane(config: Path | None, work: Callable[[ControlPlane], Awaitable[T]
 
 
 async def _router_metrics(plane: ControlPlane, since: float | None) -> dict[str, Any]:
-    source = getattr(plane.router, "metrics", None)
-    if source is None:
+    from zerodown.routers.base import TrafficMetrics
+
+    if not isinstance(plane.router, TrafficMetrics):
         raise ConfigError(f"the {plane.router.name} router does not measure traffic")
-    result: dict[str, Any] = await source(since=since)
-    return result
+    return await plane.router.metrics(since=since)
 
 
 def _routes(plane: ControlPlane, service: str | None, env: str | None) -> list[tuple[str, str]]:

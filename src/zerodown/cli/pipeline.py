@@ -416,7 +416,7 @@ def artifacts_prune_command(
     from zerodown.pipeline.artifacts import ArtifactInfo, LocalArtifactStore, plan_prune
     from zerodown.pipeline.stages.deploy import protected_revisions
     from zerodown.revisions import ReleaseRetention, StoredRelease
-    from zerodown.runtimes.local import LocalRuntime
+    from zerodown.runtimes.registry import open_runtime
 
     loaded = load_config(config)
     policy = loaded.config.pipeline.retention if loaded.config.pipeline else None
@@ -425,7 +425,9 @@ def artifacts_prune_command(
     async def prune(
         history: PipelineHistory,
     ) -> tuple[list[tuple[ArtifactInfo, str]], list[StoredRelease]]:
-        retention = ReleaseRetention(loaded, history.store, LocalRuntime(loaded.state_dir))
+        retention = ReleaseRetention(
+            loaded, history.store, open_runtime(loaded.config.runtime, loaded.state_dir)
+        )
         releases = [
             release
             for service in loaded.config.services

@@ -1,6 +1,7 @@
-"""`zerodown router ...`: run, start, restart, stop and inspect the built-in router.
+"""`zerodown router ...`: start, restart, stop and inspect the configured router (`run`: the
+built-in one in the foreground).
 
-A thin wrapper: the work is in `zerodown.routers.builtin.{daemon,client}`. Known failures print one
+A thin wrapper over the router backend (`zerodown.routers.registry`). Known failures print one
 red line and exit with the error's code.
 """
 
@@ -9,14 +10,22 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Coroutine
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
 from zerodown.cli.console import lazy_console
 from zerodown.errors import ConfigError, ZerodownError
 
-router_app = typer.Typer(help="The built-in router: a reverse proxy that never drops a request.")
+if TYPE_CHECKING:
+    from zerodown.config.router import BuiltinRouterConfig, HaproxyRouterConfig
+    from zerodown.routers.base import RouterBackend
+
+    RouterSettings = BuiltinRouterConfig | HaproxyRouterConfig
+
+router_app = typer.Typer(
+    help="The router (built-in or HAProxy): traffic that never drops a request."
+)
 console = lazy_console()
 errors = lazy_console(stderr=True)
 
@@ -50,21 +59,31 @@ DEFAULT_STATE_DIR = Path(".zerodown")
 DEFAULT_LISTEN = "127.0.0.1:8080"
 
 
-def _where(state_dir: Path | None, listen: list[str] | None) -> tuple[Path, list[str]]:
-    """State dir and listen addresses: flags, else the nearest zerodown.yml, else the defaults."""
+def _where(
+    state_dir: Path | None, listen: list[str] | None
+) -> tuple[Path, list[str], RouterSettings]:
+    """State dir, listen addresses and router settings: flags, else the nearest zerodown.yml,
+    else the defaults (the built-in router)."""
     from zerodown.config import load_config
+    from zerodown.config.router import BuiltinRouterConfig
+    from zerodown.config.routes import router_addresses
 
     if state_dir is not None:
-        return state_dir, listen or [DEFAULT_LISTEN]
+        return state_dir, listen or [DEFAULT_LISTEN], BuiltinRouterConfig()
     try:
         loaded = load_config()
     except ConfigError as exc:
         if exc.path and Path(exc.path).exists():
             raise  # a zerodown.yml that is broken must be fixed, not ignored
-        return DEFAULT_STATE_DIR, listen or [DEFAULT_LISTEN]
-    from zerodown.config.routes import router_addresses
+        return DEFAULT_STATE_DIR, listen or [DEFAULT_LISTEN], BuiltinRouterConfig()
+    # every environment's address
+    return loaded.state_dir, listen or router_addresses(loaded.config), loaded.config.router
 
-    return loaded.state_dir, listen or router_addresses(loaded.config)  # every environment's
+
+def _backend(settings: RouterSettings) -> RouterBackend:
+    from zerodown.routers.registry import router_backend
+
+    return router_backend(settings)
 
 
 def _run(coro: Coroutine[Any, Any, T]) -> T:
@@ -87,7 +106,13 @@ def run(
     """Run the router in the foreground (what `start` runs in the background)."""
     from zerodown.routers.builtin.daemon import main  # the proxy loads only here
 
-    where, addresses = _where(state_dir, listen)
+    where, addresses, settings = _where(state_dir, listen)
+    if settings.backend != "builtin":
+        raise ConfigError(
+            f"`zerodown router run` runs the built-in router in the foreground; this project's "
+            f"router is {settings.backend}: use `zerodown router start`",
+            field="router.backend",
+        )
     args = ["--state-dir", str(where)]
     if grace is not None:
         args += ["--grace", str(grace)]
@@ -100,91 +125,71 @@ def run(
         raise typer.Exit(code)
 
 
-def _configured_workers(state_dir: Path | None) -> int:
-    """`router.workers` of the nearest zerodown.yml when no --state-dir says where to look."""
-    from zerodown.config import load_config
-
-    if state_dir is not None:
-        return 1
-    try:
-        return load_config().config.router.workers
-    except ConfigError:
-        return 1  # _where has already refused a broken zerodown.yml
-
-
 @router_app.command()
 def start(
     state_dir: StateDir = None, listen: Listen = None, grace: Grace = 30.0, workers: Workers = None
 ) -> None:
-    """Start the router in the background unless one is running."""
-    from zerodown.routers.builtin.client import ensure_router
+    """Start the router in the background unless one is running (binding missing addresses)."""
+    where, addresses, settings = _where(state_dir, listen)
+    if settings.backend == "builtin":  # the built-in router's own flags
+        changes: dict[str, Any] = {"grace": grace}
+        if workers is not None:
+            changes["workers"] = workers
+        settings = settings.model_copy(update=changes)
+    backend = _backend(settings)
 
-    where, addresses = _where(state_dir, listen)
-    count = workers or _configured_workers(state_dir)
-    if count > 1:
-        from zerodown.routers.builtin.pool import ensure_pool
+    async def begin() -> list[dict[str, Any]]:
+        await backend.open(where, addresses)
+        return await backend.describe(where)
 
-        infos = _run(ensure_pool(where, addresses, count, grace=grace))
-        pids = ", ".join(str(info["pid"]) for info in infos)
-        console.print(f"router pids {pids} listening on {', '.join(infos[0]['listen'])}")
-        return
-    info = _run(ensure_router(where, addresses, grace=grace))
-    console.print(f"router pid {info['pid']} listening on {', '.join(info['listen'])}")
+    _print_processes(_run(begin()), "listening on")
 
 
 @router_app.command()
 def restart(state_dir: StateDir = None) -> None:
-    """Replace the running router with a new process without dropping a connection."""
-    from zerodown.routers.builtin.client import restart_router
-    from zerodown.routers.builtin.pool import restart_pool, running_workers
+    """Replace the running router without dropping a connection (HAProxy: a hitless reload)."""
+    where, _, settings = _where(state_dir, None)
+    backend = _backend(settings)
 
-    where = _where(state_dir, None)[0]
-    if running_workers(where) > 1:  # every worker in turn, each hitless
-        for info in _run(restart_pool(where)):
-            console.print(f"router pid {info['pid']} took over on {', '.join(info['listen'])}")
-        return
-    info = _run(restart_router(where))
-    console.print(f"router pid {info['pid']} took over on {', '.join(info['listen'])}")
+    async def again() -> list[dict[str, Any]]:
+        await backend.restart(where)
+        return await backend.describe(where)
+
+    _print_processes(_run(again()), "took over on")
 
 
 @router_app.command()
 def stop(state_dir: StateDir = None) -> None:
     """Stop the router (every worker), letting open connections finish within its grace period."""
-    from zerodown.routers.builtin.client import stop_router
-    from zerodown.routers.builtin.pool import running_workers, stop_pool
-
-    where = _where(state_dir, None)[0]
-    if running_workers(where) > 1:
-        pids = _run(stop_pool(where))
-        console.print(f"router pids {', '.join(map(str, pids))} stopped")
-        return
-    pid = _run(stop_router(where))
-    console.print("no router was running" if pid is None else f"router pid {pid} stopped")
+    where, _, settings = _where(state_dir, None)
+    pids = _run(_backend(settings).stop(where))
+    console.print(
+        f"router pid(s) {', '.join(map(str, pids))} stopped" if pids else "no router was running"
+    )
 
 
 @router_app.command()
 def status(state_dir: StateDir = None) -> None:
-    """Show the router's routes and targets."""
+    """Show the router's processes, routes and targets."""
     from rich.table import Table
 
-    from zerodown.routers.builtin.client import BuiltinRouter
+    from zerodown.errors import RouterUnavailable
 
-    where = _where(state_dir, None)[0]
+    where, _, settings = _where(state_dir, None)
+    backend = _backend(settings)
 
-    async def gather() -> tuple[dict[str, Any], list[Any]]:
-        from zerodown.routers.builtin.pool import WorkerPoolRouter, running_workers
+    async def gather() -> tuple[list[dict[str, Any]], list[Any]]:
+        processes = await backend.describe(where)
+        if not processes:
+            raise RouterUnavailable(
+                f"no {backend.name} router answers for {where}: "
+                "start it with `zerodown router start`"
+            )
+        router = await backend.open(where, [])  # running: nothing is started
+        return processes, await router.status()
 
-        count = running_workers(where)  # a pool: the workers' merged view
-        router = WorkerPoolRouter(where, count) if count > 1 else BuiltinRouter(where)
-        return await router.ping(), await router.status()
-
-    info, routes = _run(gather())
-    console.print(
-        f"router pid {info['pid']} (v{info['version']}, up {info['uptime']:.0f} s) "
-        f"on {', '.join(info['listen'])}"
-    )
-    if "workers" in info:  # a pool: worker 0 above, then every worker
-        console.print(f"{len(info['workers'])} workers: pids {[w['pid'] for w in info['workers']]}")
+    processes, routes = _run(gather())
+    _print_processes(processes, "on")
     table = Table("service", "target", "address", "revision", "weight", "health", "in flight")
     for route in routes:
         for target in route.targets:
@@ -201,6 +206,12 @@ def status(state_dir: StateDir = None) -> None:
         if not route.targets:
             table.add_row(route.route.service, "-", "-", "-", "-", "-", "-")
     console.print(table)
+
+
+def _print_processes(processes: list[dict[str, Any]], verb: str) -> None:
+    for info in processes:
+        extra = f" (v{info['version']}, up {info['uptime']:.0f} s)" if "uptime" in info else ""
+        console.print(f"router pid {info['pid']}{extra} {verb} {', '.join(info['listen'])}")
 
 
 __all__ = ["router_app"]

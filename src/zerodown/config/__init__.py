@@ -6,11 +6,11 @@ from zerodown.config.model import (
     EnvironmentConfig,
     HealthConfig,
     HookConfig,
-    RouterConfig,
     ServiceConfig,
     StrategyConfig,
     ZerodownConfig,
 )
+from zerodown.config.router import RouterConfig
 
 __all__ = [
     "HOOK_ORDER",

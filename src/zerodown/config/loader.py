@@ -14,6 +14,7 @@ from pydantic import ValidationError
 from zerodown.config.model import ZerodownConfig
 from zerodown.config.routes import RouteConflict
 from zerodown.errors import ConfigError
+from zerodown.routers.registry import ROUTER_BACKENDS
 
 DEFAULT_FILE = "zerodown.yml"
 
@@ -112,6 +113,8 @@ def _first_error(exc: ValidationError, root: yaml.Node | None, file: Path) -> Co
         loc = list(cause.loc)
     # pydantic reports errors raised in a validator of a union/annotated type with extra parts
     loc = [part for part in loc if not part.startswith(("function-", "tagged-union"))]
+    if len(loc) >= 2 and loc[0] == "router" and loc[1] in ROUTER_BACKENDS:
+        loc.pop(1)  # the tag pydantic puts in the path of a backend's own settings
     field = ".".join(loc) if loc else None
     message = error["msg"].removeprefix("Value error, ")
     kind = error["type"]

@@ -9,12 +9,13 @@ from __future__ import annotations
 import re
 from typing import Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from zerodown.config.alarms import AlarmList, LogMetricList
 from zerodown.config.notifications import NotificationsConfig
 from zerodown.config.pipeline import PipelineConfig
 from zerodown.config.progressive import AnalysisConfig, CanaryStep, check_steps, default_steps
+from zerodown.config.router import BuiltinRouterConfig, RouterConfig, listen_schema
 from zerodown.config.routes import (
     LISTEN_EXAMPLE,
     check_address,
@@ -72,20 +73,6 @@ HEALTH_PRESETS: dict[str, dict[str, Any]] = {
         "deadline": 60.0,
     },
 }
-
-
-def _listen_schema(schema: dict[str, JsonValue]) -> None:
-    """`listen:` in the JSON Schema: one host:port or a list of them (the validator takes both)."""
-    nullable = any(isinstance(s, dict) and s.get("type") == "null" for s in _any_of(schema))
-    for key in ("type", "items", "anyOf"):
-        schema.pop(key, None)
-    options: list[JsonValue] = [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]
-    schema["anyOf"] = [*options, {"type": "null"}] if nullable else options
-
-
-def _any_of(schema: dict[str, JsonValue]) -> list[JsonValue]:
-    found = schema.get("anyOf")
-    return found if isinstance(found, list) else []
 
 
 class _Model(BaseModel):
@@ -286,7 +273,7 @@ class EnvironmentConfig(_Model):
         "router.listen for the first environment in the file (and for one with its own "
         "`hosts:`); router.listen's port + n for the n-th environment, counting from 0 "
         "(dev 8080, prod 8081 as `zerodown init` writes them). The router listens on all.",
-        json_schema_extra=_listen_schema,
+        json_schema_extra=listen_schema,
     )
     hosts: tuple[str, ...] | None = Field(
         None,
@@ -307,40 +294,12 @@ class EnvironmentConfig(_Model):
         return None if value is None else tuple(check_address(item) for item in value)
 
 
-class RouterConfig(_Model):
-    """zerodown's router: where it listens and its limits."""
-
-    backend: Literal["builtin"] = Field("builtin", description="Router backend.")
-    listen: tuple[str, ...] = Field(
-        ("127.0.0.1:8080",),
-        description="host:port (or a list) to listen on; the first environment is served here, "
-        "the others on the next ports unless their `listen:` or `hosts:` say otherwise.",
-        json_schema_extra=_listen_schema,
-    )
-    balance: Literal["least_inflight", "round_robin"] = Field("least_inflight")
-    max_header_bytes: Size = Field(64 * 1024, description="Larger request heads get 431.")
-    max_body_bytes: Size = Field(100 * 1024**2, description="Larger request bodies get 413.")
-    connect_timeout: Duration = Field(5.0, description="Upstream connect timeout.")
-    response_timeout: Duration = Field(60.0, description="Upstream response timeout (then 504).")
-    workers: int = Field(1, ge=1, le=16, description="Router processes on one port (more cores).")
-
-    @field_validator("listen", mode="before")
-    @classmethod
-    def _listen_list(cls, value: Any) -> Any:
-        return listen_list(value)
-
-    @field_validator("listen")
-    @classmethod
-    def _listen(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        if not value:
-            raise ValueError(f"list at least one host:port, e.g. `listen: {LISTEN_EXAMPLE}`")
-        return tuple(check_address(item) for item in value)
-
-
 class RuntimeConfig(_Model):
     """Where instances run."""
 
-    backend: Literal["local"] = Field("local", description="Runtime backend.")
+    backend: Literal["local"] = Field(
+        "local", description="Runtime backend: local (processes under a supervisor each)."
+    )
 
 
 class ZerodownConfig(_Model):
@@ -351,7 +310,11 @@ class ZerodownConfig(_Model):
     store: str | None = Field(
         None, description="History database URL (default: SQLite in state_dir)."
     )
-    router: RouterConfig = Field(default_factory=RouterConfig)
+    router: RouterConfig = Field(
+        default_factory=BuiltinRouterConfig,
+        description="The router in front of the instances: `backend: builtin` (zerodown's own "
+        "proxy, the default) or `backend: haproxy` (an HAProxy process zerodown configures).",
+    )
     runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
     server: ServerConfig = Field(default_factory=ServerConfig, description="API + dashboard.")
     pipeline: PipelineConfig | None = Field(None, description="test -> build -> ... -> deploy.")

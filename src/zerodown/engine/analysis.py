@@ -15,6 +15,7 @@ from enum import StrEnum
 from typing import Any, Protocol
 
 from zerodown.config.progressive import AnalysisConfig
+from zerodown.routers.base import TrafficMetrics
 
 
 class Verdict(StrEnum):
@@ -40,7 +41,7 @@ class RevisionStats:
         return self.errors_5xx / self.requests if self.requests else 0.0
 
 
-class MetricsSource(Protocol):
+class RevisionStatsSource(Protocol):
     """Per-revision request counts, 5xx and p95 latency of one route since a moment."""
 
     async def revision_stats(
@@ -160,7 +161,7 @@ def judge(
 
 
 class RouterMetricsSource:
-    """`MetricsSource` over a router that measures requests (`BuiltinRouter.metrics`)."""
+    """`RevisionStatsSource` over a router that measures traffic (`TrafficMetrics`)."""
 
     def __init__(self, router: Any) -> None:
         self.router = router
@@ -171,12 +172,11 @@ class RouterMetricsSource:
         """Merge the router's 10 s datapoints of `route` per revision from the period of `since`."""
         from zerodown.metrics.series import aggregate, period_start
 
-        measure = getattr(self.router, "metrics", None)
         found = {r: RevisionStats(r) for r in revisions}
-        if measure is None:
+        if not isinstance(self.router, TrafficMetrics):
             return found  # this router measures nothing: every analysis is inconclusive
         start = period_start(since)
-        report = await measure(since=start)
+        report = await self.router.metrics(since=start)
         points = [p for p in report.get("datapoints", []) if p.get("service") == route]
         for group in aggregate(points, by=("revision",), since=start):
             revision = group.key.get("revision", "")

@@ -21,7 +21,7 @@ from typing import Any, Protocol
 from zerodown.clock import Clock, SystemClock
 from zerodown.config.loader import LoadedConfig
 from zerodown.config.model import EnvironmentConfig, ServiceConfig, StrategyConfig
-from zerodown.engine.analysis import MetricsSource, RouterMetricsSource
+from zerodown.engine.analysis import RevisionStatsSource, RouterMetricsSource
 from zerodown.engine.commands import inbox_for
 from zerodown.engine.events import (
     DeploymentObserver,
@@ -287,11 +287,11 @@ class Deployer:
         guards: Sequence[DeploymentGuard] = (),
         verifiers: Sequence[Verifier] = (),
         masker: Masker | None = None,
-        metrics: MetricsSource | None = None,
+        metrics: RevisionStatsSource | None = None,
     ) -> None:
         self.loaded = loaded
         # Canary analysis reads these; by default the router's own measurements.
-        self.metrics: MetricsSource = metrics or RouterMetricsSource(router)
+        self.metrics: RevisionStatsSource = metrics or RouterMetricsSource(router)
         self.env_sources = list(env_sources)
         self.guards = list(guards)
         self.verifiers = list(verifiers)
@@ -376,7 +376,11 @@ class Deployer:
         await self._lock(record, wait_for_lock)
         try:
             await self.store.create_deployment(record)
-            run = DeploymentRun(self, record, service, environment)
+        except BaseException:
+            await self.store.release_lock(record.service, record.environment, record.id)
+            raise
+        run = DeploymentRun(self, record, service, environment)
+        try:
             try:
                 if request.warning:
                     await run.recorder.emit(
@@ -384,10 +388,11 @@ class Deployer:
                     )
                 await self._execute(run, strategy)
             finally:
-                await run.recorder.close()
+                # released as soon as it ended: slow observers must not hold the next deploy
+                await self.store.release_lock(record.service, record.environment, record.id)
             return run.record
         finally:
-            await self.store.release_lock(record.service, record.environment, record.id)
+            await run.recorder.close()
 
     # -- the steps ----------------------------------------------------------------------------
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
-from typing import Any, Protocol
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
@@ -20,15 +20,10 @@ from zerodown.clock import Clock, SystemClock
 from zerodown.errors import StoreError
 from zerodown.metrics.recorder import RETENTION
 from zerodown.metrics.series import Aggregate, aggregate, period_start
+from zerodown.routers.base import TrafficMetrics
 from zerodown.store.metrics_schema import MetricMinuteRow
 
 MINUTE = 60
-
-
-class MetricsSource(Protocol):
-    """A router that measures traffic."""
-
-    async def metrics(self, since: float | None = None) -> dict[str, Any]: ...
 
 
 def minute_rows(metrics: Mapping[str, Any], minutes: set[int]) -> list[dict[str, Any]]:
@@ -95,7 +90,9 @@ def _row(group: Aggregate, minute: int, service: str, revision: str) -> dict[str
 class MetricsCollector:
     """Pulls router metrics and writes the minutes that ended into `metric_minutes`."""
 
-    def __init__(self, router: MetricsSource, store: object, *, clock: Clock | None = None) -> None:
+    def __init__(
+        self, router: TrafficMetrics, store: object, *, clock: Clock | None = None
+    ) -> None:
         engine = engine_of(store)
         if engine is None:
             raise StoreError("metrics rollups need the SQL history store")

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal, Protocol, runtime_checkable
 
 from zerodown.health.spec import HealthCheckSpec, TargetHealth
@@ -191,4 +193,44 @@ class Router(Protocol):
 
     async def status(self, service: str | None = None) -> list[RouteStatus]:
         """Routes and targets as the router sees them now."""
+        ...
+
+
+@runtime_checkable
+class TrafficMetrics(Protocol):
+    """A router that measures the requests it routes (the built-in proxy, HAProxy's counters).
+
+    The canary analysis, the alarms, Prometheus, the rollups and the dashboard read these; a
+    router without the capability makes every analysis inconclusive and every alarm lack data.
+    """
+
+    async def metrics(self, since: float | None = None) -> dict[str, Any]:
+        """10 s datapoints per target from unix time `since` on, health per route and running
+        totals, in the shape of `zerodown.metrics.series` (`datapoints`, `health`, `totals`)."""
+        ...
+
+
+@runtime_checkable
+class RouterBackend(Protocol):
+    """One router implementation as the control plane and `zerodown router` drive it: started
+    once, reached by a `Router` client, restarted without dropping a request, stopped."""
+
+    name: str
+
+    async def open(self, state_dir: Path, listen: Sequence[str]) -> Router:
+        """Make sure it runs and listens on every address of `listen` (an address it lacks is
+        bound without dropping a request); a client for its routes and targets."""
+        ...
+
+    async def restart(self, state_dir: Path) -> list[int]:
+        """Replace the running router process(es) hitlessly; the new pids."""
+        ...
+
+    async def stop(self, state_dir: Path) -> list[int]:
+        """Stop it (in-flight requests finish first); the pids stopped, empty when none ran."""
+        ...
+
+    async def describe(self, state_dir: Path) -> list[dict[str, Any]]:
+        """What runs, for `zerodown router status`: one dict per process with at least `pid`
+        and `listen`; empty when it does not run."""
         ...

@@ -116,3 +116,13 @@ class Runtime(Protocol):
     async def list_exited(self, service: str | None = None) -> builtins.list[InstanceInfo]:
         """Removed instances that had crashed and whose output is still kept, newest first."""
         ...
+
+
+@runtime_checkable
+class AdoptsOrphans(Protocol):
+    """A runtime whose instances can outlive their supervisor (a crash, `kill -9`): the control
+    plane gives each such orphan a new one when it starts."""
+
+    async def adopt_orphans(self) -> builtins.list[str]:
+        """Supervise every instance whose supervisor died; the ids now supervised."""
+        ...

@@ -35,6 +35,7 @@ from zerodown.control_plane import ControlPlane, FleetStatus, check_target
 from zerodown.engine.deployer import Deployer, DeployRequest
 from zerodown.engine.events import DeploymentState
 from zerodown.errors import ConfigError, StoreError, ZerodownError
+from zerodown.routers.base import TrafficMetrics
 from zerodown.server.actions import (
     Conflict,
     DeploymentLauncher,
@@ -485,11 +486,10 @@ def _alarm_history(engine: sa.Engine, environment: str | None, limit: int) -> li
 
 async def _metric_series(state: ApiState, route: str, minutes: float) -> dict[str, Any]:
     router = state.plane.router
-    read = getattr(router, "metrics", None)
     since = time.time() - minutes * 60
-    if read is None:
+    if not isinstance(router, TrafficMetrics):
         return {"route": route, "period": 10, "series": [], "health": [], "measured": False}
-    raw = await read(since=since)
+    raw = await router.metrics(since=since)
     points = [p for p in raw.get("datapoints", []) if p.get("service") == route]
     from zerodown.metrics.series import aggregate
 
@@ -548,8 +548,10 @@ def create_app(
         """The router's metrics in Prometheus' text format (for a Prometheus to scrape)."""
         from zerodown.metrics.prometheus import render_prometheus
 
-        read = getattr(state_of(request).plane.router, "metrics", None)
-        body = render_prometheus(await read()) if read is not None else b""
+        router = state_of(request).plane.router
+        body = (
+            render_prometheus(await router.metrics()) if isinstance(router, TrafficMetrics) else b""
+        )
         return Response(body, media_type="text/plain; version=0.0.4; charset=utf-8")
 
     @app.get("/", include_in_schema=False)

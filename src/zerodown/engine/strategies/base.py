@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from zerodown.config.model import StrategyConfig
-from zerodown.engine.analysis import MetricsSource
+from zerodown.engine.analysis import RevisionStatsSource
 from zerodown.engine.commands import CommandInbox
 from zerodown.engine.events import EventKind
 from zerodown.engine.extensions import DeploymentContext, Verifier
@@ -48,7 +48,7 @@ class StrategyContext:
     deployment: DeploymentContext | None = None  # for verifiers run against a preview
     verifiers: Sequence[Verifier] = ()
     commands: CommandInbox | None = None  # promote / pause / resume sent from any process
-    metrics: MetricsSource | None = None  # per-revision router measurements (canary analysis)
+    metrics: RevisionStatsSource | None = None  # per-revision router measurements (canary analysis)
 
     def take_old(self, count: int) -> list[FleetMember]:
         """Remove and return up to `count` old instances, those serving no traffic first."""
