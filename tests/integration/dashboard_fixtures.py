@@ -61,7 +61,11 @@ class ServedProject:
             stderr=subprocess.STDOUT,
             env={**os.environ, "COLUMNS": "200"},
         )
-        wait_for(self.answers, 60, "zerodown serve's API")
+        try:
+            wait_for(self.answers, 60, "zerodown serve's API")
+        except BaseException:  # no object for the caller to stop: stop what was started here
+            self.stop()
+            raise
 
     def zerodown(self, *args: str) -> subprocess.CompletedProcess[str]:
         """Run the zerodown CLI in the project."""
@@ -93,11 +97,18 @@ class ServedProject:
         return answer.status_code == 200
 
     def stop(self) -> str:
-        """Stop serve (SIGINT), then every instance and the router; serve's output."""
-        self.serve.send_signal(signal.SIGINT)
-        self.serve.wait(timeout=60)
-        self.log.close()
-        run_in_thread(_stop_everything(self.repo))
+        """Stop serve (SIGINT; SIGKILL if it is still running a minute later), then every
+        instance and the router, whatever happened before; serve's output. Safe to call again."""
+        try:
+            if self.serve.poll() is None:
+                self.serve.send_signal(signal.SIGINT)
+            self.serve.wait(timeout=60)
+        finally:
+            if self.serve.poll() is None:
+                self.serve.kill()
+                self.serve.wait(timeout=10)
+            self.log.close()
+            run_in_thread(_stop_everything(self.repo))
         return Path(self.log.name).read_text()
 
 
