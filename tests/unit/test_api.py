@@ -260,8 +260,8 @@ async def test_prometheus_endpoint_exposes_the_router_metrics_of_the_current_per
     """GET /metrics renders the router's counters, including the period still running."""
     from prometheus_client.parser import text_string_to_metric_families
 
-    from zerodown.metrics.recorder import MetricsRecorder
     from zerodown.routers.base import RouteSpec, TargetSpec
+    from zerodown.routers.builtin.recorder import MetricsRecorder
     from zerodown.routers.builtin.table import RoutingTable
 
     recorder = MetricsRecorder(RoutingTable(), now=lambda: 1000.0)

@@ -14,9 +14,9 @@ import sqlalchemy as sa
 from benchmarks.kpi_bench import GeneratedDeployment, generate_history
 
 from zerodown.clock import FakeClock
-from zerodown.metrics.recorder import MetricsRecorder
 from zerodown.metrics.rollup import MetricsCollector
 from zerodown.routers.base import RouteSpec, TargetHealth, TargetSpec
+from zerodown.routers.builtin.recorder import MetricsRecorder
 from zerodown.routers.builtin.table import RoutingTable
 from zerodown.server.kpis import ServiceKpis, Targets, check_targets, compute_kpis_sync
 from zerodown.store.sql import SqlHistoryStore, open_store

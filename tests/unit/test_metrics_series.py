@@ -18,9 +18,9 @@ from zerodown.metrics.logfilters import (
     count_matches,
 )
 from zerodown.metrics.prometheus import render_prometheus
-from zerodown.metrics.recorder import MetricsRecorder
 from zerodown.metrics.series import BOUNDS_MS, Histogram, aggregate, bucket_index
 from zerodown.routers.base import RouteSpec, TargetHealth, TargetSpec
+from zerodown.routers.builtin.recorder import MetricsRecorder
 from zerodown.routers.builtin.table import RoutingTable
 
 

@@ -18,8 +18,7 @@ from sqlalchemy.engine import Engine
 from zerodown.alarms.history import engine_of
 from zerodown.clock import Clock, SystemClock
 from zerodown.errors import StoreError
-from zerodown.metrics.recorder import RETENTION
-from zerodown.metrics.series import Aggregate, aggregate, period_start
+from zerodown.metrics.series import RETENTION, Aggregate, aggregate, period_start
 from zerodown.routers.base import TrafficMetrics
 from zerodown.store.metrics_schema import MetricMinuteRow
 

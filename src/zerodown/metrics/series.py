@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 PERIOD = 10  # seconds of one datapoint
+RETENTION = 3 * 3600  # seconds of datapoints a router keeps in memory (rollups look back this far)
 STATUS_CLASSES = ("2xx", "3xx", "4xx", "5xx")
 
 # Bucket i holds latencies in (BOUNDS_MS[i-1], BOUNDS_MS[i]]; the last one is open-ended.

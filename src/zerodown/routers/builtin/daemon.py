@@ -29,7 +29,6 @@ from zerodown.errors import RouterError, ZerodownError
 from zerodown.health.checks import ProbeResult
 from zerodown.health.monitor import HealthMonitor
 from zerodown.health.spec import HealthCheckSpec
-from zerodown.metrics.recorder import MetricsRecorder
 from zerodown.routers.base import RouteSpec, TargetHealth, TargetSpec, canonical_address
 from zerodown.routers.builtin.control import (
     ControlChannel,
@@ -46,6 +45,7 @@ from zerodown.routers.builtin.handoff import (
     socket_address,
 )
 from zerodown.routers.builtin.proxy import ProxyServer, ProxySettings
+from zerodown.routers.builtin.recorder import MetricsRecorder
 from zerodown.routers.builtin.state import (
     EventLog,
     RouterPaths,

@@ -15,11 +15,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from zerodown.metrics.series import BOUNDS_MS, PERIOD, Histogram, bucket_index
+from zerodown.metrics.series import BOUNDS_MS, PERIOD, RETENTION, Histogram, bucket_index
 from zerodown.routers.base import TargetHealth
 from zerodown.routers.builtin.table import Route, RoutingTable, Target
 
-RETENTION = 3 * 3600  # seconds of datapoints kept in memory
 LOCAL = "-"  # the target of answers the proxy made itself (no healthy target, 413, ...)
 _FIRST_BOUND_MS = BOUNDS_MS[0]  # latencies up to this go to bucket 0 (most requests, no log)
 # Latency -> bucket, for latencies seen before: uvloop's clock counts whole milliseconds, so a
