@@ -157,7 +157,8 @@ async def run_demo(root: Path) -> DemoResult:
             record.revision[:10],
             record.state.value,
             f"{record.duration:.1f}s" if record.duration is not None else "-",
-            record.reason or "",
+            # its first line: an instance's last output follows in the history
+            (record.reason or "").split("\n", 1)[0].removesuffix("; last output:"),
         )
     console.print(table)
     versions = ", ".join(f"{v}: {n}" for v, n in sorted(report.versions.items()))
