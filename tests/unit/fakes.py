@@ -306,6 +306,9 @@ class MemoryStore:
     async def lock_holder(self, service: str, environment: str) -> LockHolder | None:
         return self.locks.get((service, environment))
 
+    def sql_engine(self) -> None:
+        return None  # no SQL: alarm history, rollups and deployment commands are off
+
     async def close(self) -> None:
         return None
 

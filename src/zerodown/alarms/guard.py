@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from zerodown.alarms.evaluate import AlarmEvaluator, Transition
-from zerodown.alarms.history import engine_of, record_transition
+from zerodown.alarms.history import record_transition
 from zerodown.alarms.model import LOG_PREFIX, AlarmDefinition, AlarmState
 from zerodown.clock import Clock, SystemClock
 from zerodown.engine.events import EventKind
@@ -18,6 +18,7 @@ from zerodown.errors import AlarmTriggered, ZerodownError
 from zerodown.metrics.logfilters import LogMetricFilter, LogTail
 from zerodown.metrics.series import PERIOD, period_start
 from zerodown.routers.base import TrafficMetrics
+from zerodown.store.base import HistoryStore
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +47,7 @@ class AlarmGuard:
     def __init__(
         self,
         *,
-        store: object | None = None,
+        store: HistoryStore | None = None,
         clock: Clock | None = None,
         interval: float = EVALUATE_EVERY,
     ) -> None:
@@ -143,7 +144,7 @@ class AlarmGuard:
             f"({transition.reason})",
             data,
         )
-        engine = engine_of(self.store)
+        engine = None if self.store is None else self.store.sql_engine()
         if engine is not None:
             try:
                 await record_transition(

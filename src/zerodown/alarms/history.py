@@ -35,12 +35,6 @@ class AlarmRecord:
         return dict(self.__dict__)
 
 
-def engine_of(store: object) -> Engine | None:
-    """The SQLAlchemy engine behind a history store (None for stores without one, e.g. fakes)."""
-    engine = getattr(store, "engine", None)
-    return engine if isinstance(engine, Engine) else None
-
-
 async def record_transition(
     engine: Engine,
     transition: Transition,

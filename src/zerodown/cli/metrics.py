@@ -130,7 +130,7 @@ def alarms(
     from rich.table import Table
 
     from zerodown.alarms.evaluate import AlarmEvaluator
-    from zerodown.alarms.history import alarm_history, engine_of
+    from zerodown.alarms.history import alarm_history
 
     config_file: list[Path] = []  # for the hint when nothing is configured
 
@@ -154,7 +154,7 @@ def alarms(
                         "reason": evaluator.history[-1].reason if evaluator.history else "",
                     }
                 )
-        engine = engine_of(plane.store)
+        engine = plane.store.sql_engine()
         history = await alarm_history(engine, environment=env, limit=limit) if engine else []
         return {"alarms": states, "history": [h.to_json() for h in history]}
 

@@ -11,7 +11,7 @@ import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, Protocol, TypeVar
+from typing import Protocol, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
@@ -19,6 +19,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from zerodown.clock import Clock, SystemClock
 from zerodown.errors import ConfigError, StoreError
+from zerodown.store.base import HistoryStore
 from zerodown.store.progressive_schema import DeploymentCommandRow
 
 
@@ -57,9 +58,9 @@ class CommandInbox(Protocol):
         ...
 
 
-def _engine_of(store: Any) -> Engine:
-    engine = getattr(store, "engine", None)
-    if not isinstance(engine, Engine):
+def _engine_of(store: HistoryStore) -> Engine:
+    engine = store.sql_engine()
+    if engine is None:
         raise StoreError(
             f"{type(store).__name__} cannot carry deployment commands: use the SQL history store"
         )
@@ -76,7 +77,7 @@ def parse_command(text: str) -> Command:
 
 
 async def send_command(
-    store: Any,
+    store: HistoryStore,
     deployment_id: str,
     command: Command | str,
     actor: str,
@@ -107,7 +108,7 @@ async def send_command(
 
 
 async def take_commands(
-    store: Any, deployment_id: str, *, clock: Clock | None = None
+    store: HistoryStore, deployment_id: str, *, clock: Clock | None = None
 ) -> list[CommandRecord]:
     """Mark the deployment's untaken commands taken and return them, oldest first."""
     engine = _engine_of(store)
@@ -143,7 +144,9 @@ async def take_commands(
 class StoreCommandInbox:
     """The `CommandInbox` of one deployment on the SQL history store."""
 
-    def __init__(self, store: Any, deployment_id: str, *, clock: Clock | None = None) -> None:
+    def __init__(
+        self, store: HistoryStore, deployment_id: str, *, clock: Clock | None = None
+    ) -> None:
         self.store = store
         self.deployment_id = deployment_id
         self.clock = clock
@@ -153,9 +156,9 @@ class StoreCommandInbox:
         return await take_commands(self.store, self.deployment_id, clock=self.clock)
 
 
-def inbox_for(store: Any, deployment_id: str) -> CommandInbox | None:
+def inbox_for(store: HistoryStore, deployment_id: str) -> CommandInbox | None:
     """The deployment's inbox, or None when the store cannot carry commands (memory fakes)."""
-    if not isinstance(getattr(store, "engine", None), Engine):
+    if store.sql_engine() is None:
         return None
     return StoreCommandInbox(store, deployment_id)
 

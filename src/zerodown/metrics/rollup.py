@@ -15,11 +15,11 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from zerodown.alarms.history import engine_of
 from zerodown.clock import Clock, SystemClock
 from zerodown.errors import StoreError
 from zerodown.metrics.series import RETENTION, Aggregate, aggregate, period_start
 from zerodown.routers.base import TrafficMetrics
+from zerodown.store.base import HistoryStore
 from zerodown.store.metrics_schema import MetricMinuteRow
 
 MINUTE = 60
@@ -90,9 +90,9 @@ class MetricsCollector:
     """Pulls router metrics and writes the minutes that ended into `metric_minutes`."""
 
     def __init__(
-        self, router: TrafficMetrics, store: object, *, clock: Clock | None = None
+        self, router: TrafficMetrics, store: HistoryStore, *, clock: Clock | None = None
     ) -> None:
-        engine = engine_of(store)
+        engine = store.sql_engine()
         if engine is None:
             raise StoreError("metrics rollups need the SQL history store")
         self.router = router
@@ -138,10 +138,10 @@ class MetricsCollector:
 
 
 async def read_minutes(
-    store: object, *, service: str | None = None, since: float | None = None
+    store: HistoryStore, *, service: str | None = None, since: float | None = None
 ) -> list[dict[str, Any]]:
     """Stored minute rows, oldest first (for KPIs, the dashboard and tests)."""
-    engine = engine_of(store)
+    engine = store.sql_engine()
     if engine is None:
         return []
 

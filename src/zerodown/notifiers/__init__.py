@@ -45,7 +45,7 @@ def open_dispatcher(
     config = loaded.config.notifications
     if config is None:
         return None
-    engine = getattr(store, "engine", None)
+    engine = store.sql_engine()
     delivery_log = None
     if engine is not None:
         from zerodown.store.deliveries import SqlDeliveryLog

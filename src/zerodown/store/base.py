@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from zerodown.engine.events import DeploymentEvent, DeploymentState
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
 
 
 @dataclass(frozen=True)
@@ -112,6 +115,12 @@ class HistoryStore(Protocol):
 
     async def lock_holder(self, service: str, environment: str) -> LockHolder | None:
         """Who holds the lock now (stale holders included)."""
+        ...
+
+    def sql_engine(self) -> Engine | None:
+        """The SQL database, for the features that keep their own tables next to the history
+        (alarm history, metric rollups, deployment commands, the delivery log); None for a store
+        without one (the in-memory test fakes)."""
         ...
 
     async def close(self) -> None:

@@ -186,6 +186,10 @@ class SqlHistoryStore:
         """The SQLAlchemy engine (for tests and tools that query the derived tables)."""
         return self._engine
 
+    def sql_engine(self) -> Engine:
+        """The engine, for the features with their own tables (see `HistoryStore.sql_engine`)."""
+        return self._engine
+
     # -- schema ---------------------------------------------------------------------------------
 
     def migrate(self) -> None:
