@@ -93,8 +93,8 @@ class ApiState:
 
 
 def _engine(plane: ControlPlane) -> sa.Engine:
-    engine = getattr(plane.store, "engine", None)
-    if not isinstance(engine, sa.Engine):
+    engine = plane.store.sql_engine()
+    if engine is None:
         raise ConfigError("the HTTP API needs the SQL history store (SQLite or PostgreSQL)")
     return engine
 
