@@ -13,7 +13,8 @@ from zerodown.config.server import ServerConfig
 from zerodown.control_plane import ControlPlane
 from zerodown.errors import ConfigError
 from zerodown.server.actions import Running
-from zerodown.server.api import ApiState, create_app
+from zerodown.server.api import create_app
+from zerodown.server.api_state import ApiState
 
 STOP_GRACE = 3.0  # open SSE streams get this long to end before uvicorn cancels them
 

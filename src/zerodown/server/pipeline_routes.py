@@ -12,7 +12,7 @@ from zerodown.errors import PipelineError, StoreError
 from zerodown.pipeline.approvals import approve
 from zerodown.pipeline.history import PipelineHistory
 from zerodown.pipeline.model import JobRecord, LogLine, RunRecord
-from zerodown.server.api import Actor, read_access, state_of
+from zerodown.server.api_state import Actor, read_access, state_of
 from zerodown.store.sql import SqlHistoryStore
 
 
