@@ -62,7 +62,7 @@ class ServedProject:
             env={**os.environ, "COLUMNS": "200"},
         )
         try:
-            wait_for(self.answers, 60, "zerodown serve's API")
+            wait_for(self._answers_while_running, 60, "zerodown serve's API")
         except BaseException:  # no object for the caller to stop: stop what was started here
             self.stop()
             raise
@@ -95,6 +95,14 @@ class ServedProject:
         except httpx.HTTPError:
             return False
         return answer.status_code == 200
+
+    def _answers_while_running(self) -> bool:
+        """`answers`, but a serve that exited fails at once, with its output."""
+        if self.serve.poll() is not None:
+            self.log.flush()
+            output = Path(self.log.name).read_text()
+            raise AssertionError(f"zerodown serve exited with {self.serve.returncode}: {output}")
+        return self.answers()
 
     def stop(self) -> str:
         """Stop serve (SIGINT; SIGKILL if it is still running a minute later), then every
