@@ -25,6 +25,7 @@ from zerodown.clock import FakeClock
 from zerodown.engine.events import DeploymentEvent, DeploymentState, EventKind
 from zerodown.errors import LockHeld, StoreError
 from zerodown.store.base import DeploymentRecord, LockHolder
+from zerodown.store.database import HEAD_REVISIONS, MIGRATIONS, alembic_config
 from zerodown.store.locking import process_start_ticks, this_process_holder
 from zerodown.store.schema import (
     Base,
@@ -33,13 +34,7 @@ from zerodown.store.schema import (
     HookRunRow,
     InstanceRow,
 )
-from zerodown.store.sql import (
-    HEAD_REVISIONS,
-    MIGRATIONS,
-    SqlHistoryStore,
-    alembic_config,
-    open_store,
-)
+from zerodown.store.sql import SqlHistoryStore, open_store
 
 T0 = 1_700_000_000.123456  # sub-millisecond digits: timestamps must come back exactly
 

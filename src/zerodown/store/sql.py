@@ -13,23 +13,30 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import threading
 from collections.abc import Callable
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import sqlalchemy as sa
-from sqlalchemy import event as sa_event
-from sqlalchemy.engine import URL, Connection, Engine, make_url
-from sqlalchemy.exc import ArgumentError, IntegrityError, SQLAlchemyError
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import sessionmaker
-from sqlalchemy.pool import StaticPool
 
 from zerodown.clock import Clock, SystemClock
 from zerodown.engine.events import DeploymentEvent, DeploymentState
 from zerodown.errors import LockHeld, StoreError
 from zerodown.store.base import DeploymentRecord, HistoryStore, LockHolder
+from zerodown.store.database import (
+    BUSY_TIMEOUT_MS,
+    HEAD_REVISIONS,
+    IMMEDIATE,
+    MIGRATION_LOCK_KEY,
+    alembic_config,
+    current_revisions,
+    database_url,
+    mask_url,
+    open_engine,
+)
 from zerodown.store.locking import (
     StaleLockRelease,
     describe_ago,
@@ -38,127 +45,15 @@ from zerodown.store.locking import (
     read_lock,
     take_lock,
 )
-from zerodown.store.schema import DeploymentRow, EventRow, apply_event, dump_json
+from zerodown.store.schema import DeploymentRow, EventRow, apply_event
 
-if TYPE_CHECKING:
-    from alembic.config import Config
-
-__all__ = ["SqlHistoryStore", "mask_url", "open_store"]
+__all__ = ["SqlHistoryStore", "open_store"]
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
 
-MIGRATIONS = Path(__file__).with_name("migrations")
-
-
-def _migration_heads() -> frozenset[str]:
-    """The newest migrations (several when features add branches of their own), read from the
-    version files without importing Alembic; a test checks Alembic agrees."""
-    revisions: set[str] = set()
-    parents: set[str] = set()
-    for file in (MIGRATIONS / "versions").glob("*.py"):
-        text = file.read_text()
-        found = re.search(r'^revision(?:: str)? = "([^"]+)"', text, re.MULTILINE)
-        down = re.search(r"^down_revision[^=]*= (.+)$", text, re.MULTILINE)
-        if found:
-            revisions.add(found.group(1))
-        if down:
-            parents.update(re.findall(r'"([^"]+)"', down.group(1)))
-    return frozenset(revisions - parents)
-
-
-# Opening a store that is already at the heads skips importing Alembic (most of a CLI command's
-# start-up time).
-HEAD_REVISIONS = _migration_heads()
-BUSY_TIMEOUT_MS = 10_000
 MIN_PREFIX = 4
-# Any fixed number: PostgreSQL sessions that migrate at once queue on this advisory lock.
-MIGRATION_LOCK_KEY = 0x7A65726F646F776E
-_IMMEDIATE = "zerodown_immediate"  # execution option: begin SQLite transactions IMMEDIATE
 _TERMINAL = [state.value for state in DeploymentState if state.terminal]
-_PASSWORD_IN_URL = re.compile(r"(://[^:/@\s]*:)[^@\s]*@")
-
-
-def mask_url(text: str) -> str:
-    """`text` with the password of any URL in it replaced by ***."""
-    return _PASSWORD_IN_URL.sub(r"\1***@", text)
-
-
-def _database_url(url: str) -> URL:
-    """Parse `url`, choosing psycopg 3 for PostgreSQL; raise `StoreError` for anything else."""
-    try:
-        parsed = make_url(url)
-    except ArgumentError as exc:
-        raise StoreError(
-            f"{mask_url(url)!r} is not a database URL: use sqlite:///path/to/history.db "
-            "or postgresql://user@host/dbname"
-        ) from exc
-    backend = parsed.get_backend_name()
-    if backend in ("postgresql", "postgres"):
-        return parsed.set(drivername="postgresql+psycopg")
-    if backend == "sqlite":
-        return parsed
-    raise StoreError(
-        f"the history store supports SQLite and PostgreSQL, not {backend!r} "
-        f"(in {parsed.render_as_string(hide_password=True)})"
-    )
-
-
-def _is_memory(url: URL) -> bool:
-    return url.database in (None, "", ":memory:")
-
-
-def _create_engine(url: URL) -> Engine:
-    if url.get_backend_name() != "sqlite":
-        try:
-            return sa.create_engine(url, pool_pre_ping=True, json_serializer=dump_json)
-        except ImportError as exc:
-            raise StoreError(
-                "a PostgreSQL history store needs psycopg 3: pip install 'zerodown[postgres]'"
-            ) from exc
-    memory = _is_memory(url)
-    if not memory:
-        folder = Path(str(url.database)).expanduser().parent
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise StoreError(f"cannot create {folder} for the history database: {exc}") from exc
-    options: dict[str, Any] = {"connect_args": {"check_same_thread": False}}
-    if memory:  # one shared connection, or every thread would see its own empty database
-        options["poolclass"] = StaticPool
-    engine = sa.create_engine(url, json_serializer=dump_json, **options)
-
-    @sa_event.listens_for(engine, "connect")
-    def _configure(dbapi_connection: Any, _record: Any) -> None:
-        # Autocommit at the driver level: pysqlite's own implicit BEGIN can't be IMMEDIATE,
-        # so `_begin` below issues every BEGIN itself.
-        dbapi_connection.isolation_level = None
-        cursor = dbapi_connection.cursor()
-        cursor.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-        if not memory:
-            cursor.execute("PRAGMA journal_mode = WAL")
-            cursor.execute("PRAGMA synchronous = NORMAL")  # WAL + NORMAL: safe, fewer fsyncs
-        cursor.execute("PRAGMA foreign_keys = ON")
-        cursor.close()
-
-    @sa_event.listens_for(engine, "begin")
-    def _begin(connection: Connection) -> None:
-        immediate = connection.get_execution_options().get(_IMMEDIATE, False)
-        connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
-
-    return engine
-
-
-def alembic_config(connection: Connection | None = None, url: str | None = None) -> Config:
-    """An Alembic config for the packaged migrations (no alembic.ini needed)."""
-    from alembic.config import Config  # Alembic loads only when migrating
-
-    config = Config()
-    config.set_main_option("script_location", str(MIGRATIONS).replace("%", "%%"))
-    if url is not None:
-        config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
-    config.attributes["connection"] = connection
-    return config
 
 
 class SqlHistoryStore:
@@ -166,13 +61,13 @@ class SqlHistoryStore:
     (`postgresql://...`, run through psycopg 3)."""
 
     def __init__(self, url: str, *, clock: Clock | None = None) -> None:
-        self._url = _database_url(url)
+        self._url = database_url(url)
         self.url = self._url.render_as_string(hide_password=True)
         self._clock: Clock = clock or SystemClock()
-        self._engine = _create_engine(self._url)
+        self._engine = open_engine(self._url)
         self._reads = sessionmaker(self._engine, expire_on_commit=False)
         self._writes = sessionmaker(
-            self._engine.execution_options(**{_IMMEDIATE: True}), expire_on_commit=False
+            self._engine.execution_options(**{IMMEDIATE: True}), expire_on_commit=False
         )
         self._serial = threading.Lock()
         self.last_stale_release: StaleLockRelease | None = None
@@ -196,9 +91,9 @@ class SqlHistoryStore:
         """Upgrade the schema to the newest migration; safe while other processes do the same."""
         with self._serial, self._engine.connect() as connection:
             with connection.begin():
-                if _current_revisions(connection) == HEAD_REVISIONS:
+                if current_revisions(connection) == HEAD_REVISIONS:
                     return  # the common case, without importing Alembic
-            connection.execution_options(**{_IMMEDIATE: True})
+            connection.execution_options(**{IMMEDIATE: True})
             with connection.begin():
                 if connection.dialect.name == "postgresql":
                     connection.execute(
@@ -506,14 +401,6 @@ def open_store(url: str, *, clock: Clock | None = None) -> SqlHistoryStore:
         store.engine.dispose()
         raise
     return store
-
-
-def _current_revisions(connection: Connection) -> frozenset[str]:
-    """The Alembic revisions the database is at (empty: never migrated)."""
-    if not sa.inspect(connection).has_table("alembic_version"):
-        return frozenset()
-    rows = connection.execute(sa.text("SELECT version_num FROM alembic_version")).scalars()
-    return frozenset(str(row) for row in rows)
 
 
 if TYPE_CHECKING:
