@@ -14,7 +14,7 @@ from tests.unit.fakes import Harness, make_loaded
 from zerodown.engine.deployer import DeployRequest
 from zerodown.engine.events import DeploymentState
 from zerodown.engine.recovery import recover_unfinished
-from zerodown.errors import BuildFailed, LockHeld
+from zerodown.errors import BuildFailed, DeploymentAborted, LockHeld
 from zerodown.store.base import LockHolder
 
 
@@ -315,3 +315,34 @@ async def test_wait_for_lock_proceeds_once_the_holder_releases_it(tmp_path: Path
     await releaser
     assert record.state is DeploymentState.SUCCEEDED
     assert harness.serving_revisions() == ["v2", "v2"]
+
+
+async def test_an_abort_of_everything_ends_a_deploy_still_waiting_for_its_lock(
+    tmp_path: Path,
+) -> None:
+    """serve stopping aborts every deployer: one waiting for a lock that another process holds
+    gives up at once (DeploymentAborted), with nothing recorded or started."""
+    harness = await _on_v1(tmp_path)
+    harness.journal.clear()
+    before = await harness.store.list_deployments()
+    harness.store.locks[("api", "prod")] = LockHolder("other", 1, 1, "host", 0.0)
+    refused = asyncio.Event()
+    acquire = harness.store.acquire_lock
+
+    async def acquire_lock(service: str, environment: str, holder: LockHolder) -> None:
+        try:
+            await acquire(service, environment, holder)
+        except LockHeld:
+            refused.set()
+            raise
+
+    harness.store.acquire_lock = acquire_lock  # type: ignore[method-assign]  # a spy on the fake
+    request = DeployRequest("api", "prod", "v2", "test")
+    waiting = asyncio.ensure_future(harness.deployer.deploy(request, wait_for_lock=60))
+    await asyncio.wait_for(refused.wait(), 5)  # it waits for the lock now
+    assert not waiting.done()
+    harness.deployer.abort(reason="aborted: serve stopped")
+    with pytest.raises(DeploymentAborted, match="while it waited for the lock"):
+        await asyncio.wait_for(waiting, 5)
+    assert await harness.store.list_deployments() == before
+    assert harness.journal == []

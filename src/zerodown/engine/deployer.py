@@ -305,6 +305,9 @@ class Deployer:
         self.prepare: ReleasePreparer = prepare or prepare_release
         # Running deployments by id: the event that aborts each, and why it was set.
         self._aborts: dict[str, tuple[asyncio.Event, list[str]]] = {}
+        # Set by an abort of everything (serve stopping): a deployment still waiting for its
+        # lock gives up, one that gets it now fails before it changes anything.
+        self._closing: str | None = None
 
     # -- configuration ------------------------------------------------------------------------
 
@@ -341,7 +344,10 @@ class Deployer:
     # -- the public operations ----------------------------------------------------------------
 
     def abort(self, deployment_id: str | None = None, reason: str = "aborted by a user") -> None:
-        """Make a running deployment (default: every one) fail now and roll back (Ctrl-C, abort)."""
+        """Make a running deployment (default: every one, and those still waiting for their
+        lock) fail now and roll back (Ctrl-C, abort, serve stopping)."""
+        if deployment_id is None:
+            self._closing = reason
         for running, (event, why) in self._aborts.items():
             if deployment_id is None or running.startswith(deployment_id):
                 why.append(reason)
@@ -398,6 +404,9 @@ class Deployer:
 
     async def _execute(self, run: DeploymentRun, strategy: Any) -> None:
         abort, why = self._aborts[run.record.id] = (asyncio.Event(), [])
+        if self._closing is not None:  # aborted while it waited for its lock
+            why.append(self._closing)
+            abort.set()
         await run.transition(DeploymentState.IN_PROGRESS, started_at=self.clock.time())
         work = asyncio.ensure_future(self._replace(run, strategy))
         aborted = asyncio.ensure_future(abort.wait())
@@ -545,6 +554,10 @@ class Deployer:
                 await self.store.acquire_lock(record.service, record.environment, holder)
                 return
             except LockHeld:
+                if self._closing is not None:
+                    raise DeploymentAborted(
+                        f"{self._closing} while it waited for the lock; nothing was deployed"
+                    ) from None
                 if self.clock.monotonic() >= deadline:
                     raise
             # Another process holds the lock: nothing to await across processes but the store.

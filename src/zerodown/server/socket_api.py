@@ -104,6 +104,7 @@ class ControlPlaneServer:
         self.path = socket_path(plane.loaded.state_dir)
         self._server: asyncio.AbstractServer | None = None
         self._running: dict[tuple[str, str], Any] = {}  # (service, env) -> Deployer
+        self._requests: set[Any] = set()  # deployers of requests on this socket, until they end
 
     @property
     def running(self) -> dict[tuple[str, str], Any]:
@@ -130,11 +131,10 @@ class ControlPlaneServer:
         aborted: set[int] = set()
         deadline = time.monotonic() + timeout
         # Two servers add and remove entries of `running`: there is no one event to await.
-        while self._running and time.monotonic() < deadline:
-            # Asked again at each look: a deployment still waiting for its lock has nothing to
-            # abort yet (the abort would be lost and it would run to its end after all), and the
-            # HTTP API may have started one since the last look.
-            for deployer in list(self._running.values()):
+        while (self._running or self._requests) and time.monotonic() < deadline:
+            # Asked again at each look: the HTTP API may have started one since the last look.
+            # A deployer aborted before its deployment got the lock gives up waiting for it.
+            for deployer in {*self._running.values(), *self._requests}:
                 deployer.abort(reason=reason)
                 aborted.add(id(deployer))
             await asyncio.sleep(_ABORT_POLL)
@@ -201,6 +201,7 @@ class ControlPlaneServer:
         observer = _StreamObserver(send)
         registration = _Registration(self._running, key)
         deployer = registration.deployer = self.plane.deployer([observer, registration])
+        self._requests.add(deployer)
         try:
             actor = str(request.get("actor") or "unknown")
             if op == "rollback":
@@ -210,6 +211,7 @@ class ControlPlaneServer:
                 deploy = DeployRequest(service, environment, str(request["revision"]), actor)
                 record = await deployer.deploy(deploy, wait_for_lock=request.get("wait_for_lock"))
         finally:
+            self._requests.discard(deployer)
             # A request that was refused (the lock held, bad input) never registered: the
             # running deployment of this service+environment keeps its entry.
             if self._running.get(key) is deployer:
