@@ -254,9 +254,11 @@ class HaproxyRouter:
             self.write_config()
         forced = 0
         deadline = started + timeout
+        at_start: int | None = None
         while True:
             used = parse_servers_conn(await self.api.run(f"show servers conn {backend}"))
-            left = used.get(server, 0)
+            left = used.get(server, 0) + await self._used_by_old_workers(backend, server)
+            at_start = left if at_start is None else at_start
             if left == 0:
                 break
             if time.monotonic() >= deadline:
@@ -275,9 +277,29 @@ class HaproxyRouter:
         return DrainResult(
             target_id=target.target_id,
             seconds=round(time.monotonic() - started, 3),
-            finished=max(0, answered_after - answered_before),
+            # Responses counted while draining, or the connections in use at its start that
+            # were not cut (a stream's response is counted when its headers go out).
+            finished=max(answered_after - answered_before, (at_start or 0) - forced, 0),
             forced=forced,
         )
+
+    async def _used_by_old_workers(self, backend: str, server: str) -> int:
+        """Connections to the server that workers replaced by a reload still use (they finish
+        what they serve, up to hard-stop-after): a drain waits for them too."""
+        try:
+            procs = await process.show_proc(self.paths)
+        except RouterError:
+            return 0
+        current = {p.pid for p in process.current_workers(procs)}
+        used = 0
+        for proc in procs:
+            if proc.kind != "worker" or proc.pid in current:
+                continue
+            with contextlib.suppress(RouterError):
+                master = process.master_cli(self.paths)
+                text = await master.run_once(f"@!{proc.pid} show servers conn {backend}")
+                used += parse_servers_conn(text).get(server, 0)
+        return used
 
     async def _answered(self, backend: str, server: str) -> int:
         row = (await self._rows()).get((backend, server))
