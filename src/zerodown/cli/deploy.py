@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import signal
@@ -26,7 +25,6 @@ if TYPE_CHECKING:  # imported where used, so that the CLI starts fast
 
 console = lazy_console(highlight=False)
 T = TypeVar("T")
-SERVE_STOP_ROLLBACK = 120.0  # seconds `serve` waits, when stopped, for its deployments to roll back
 
 ConfigOption = Annotated[
     Path | None, typer.Option("--config", "-c", help="zerodown.yml (default: search upwards).")
@@ -615,78 +613,9 @@ def serve(config: ConfigOption = None) -> None:
     """
     from zerodown.cli.progress import ConsoleProgress
     from zerodown.config import load_config
-    from zerodown.control_plane import ControlPlane
-    from zerodown.server.http import HttpServer
-    from zerodown.server.socket_api import ControlPlaneServer
+    from zerodown.server.lifecycle import Serve
 
-    loaded = load_config(config)
-
-    async def main() -> None:
-        progress = ConsoleProgress(console)
-        plane = await ControlPlane.open(loaded, observers=[progress])
-        server = ControlPlaneServer(plane)
-        await server.start()
-        dashboard: HttpServer | None = None
-        http = HttpServer(plane, loaded.config.server, running=server.running)
-        try:
-            await http.start()
-            dashboard = http
-        except ConfigError as exc:  # the control plane matters more than its dashboard
-            console.print(f"[yellow]dashboard and API not started: {exc}[/yellow]")
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        # SIGUSR1's default action would end serve without a word; it aborts CLI deploys only.
-        loop.add_signal_handler(
-            signal.SIGUSR1,
-            lambda: console.print("[yellow]SIGUSR1 ignored: use `zerodown abort`[/yellow]"),
-        )
-        from zerodown.config.routes import environment_listen
-
-        listen = "; ".join(
-            f"{env} on " + ", ".join(f"http://{a}/" for a in environment_listen(loaded.config, env))
-            for env in loaded.config.environments
-        )
-        console.print(
-            f"zerodown serve: router: {listen}; control plane on {server.path} "
-            "(Ctrl-C stops the control plane; the router and instances keep serving)",
-            soft_wrap=True,
-        )
-        if dashboard is not None:
-            console.print(f"dashboard and API on {dashboard.url}", soft_wrap=True)
-        try:
-            last_rollup = 0.0
-            while not stop.is_set():
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(5):
-                        await stop.wait()
-                # zerodown.yml as it is now (an invalid one: each request says why it is refused)
-                with contextlib.suppress(ConfigError):
-                    await plane.refresh_config()
-                # a CLI deploy that was killed meanwhile is finished or rolled back here
-                await plane.recover([progress])
-                await plane.reap_expired_fleets()
-                if time.monotonic() - last_rollup >= 30:  # per-minute rows, idempotent
-                    last_rollup = time.monotonic()
-                    try:
-                        await plane.collect_metrics()
-                    except Exception as exc:  # history matters less than serving: go on
-                        console.print(f"[yellow]metrics rollup skipped: {exc}[/yellow]")
-        finally:
-            # Deployments running here roll back now, while the store and router client are open.
-            aborted = await server.abort_running(
-                "aborted: zerodown serve stopped", timeout=SERVE_STOP_ROLLBACK
-            )
-            if aborted:
-                console.print(f"aborted {aborted} running deployment(s): the fleet rolled back")
-            if dashboard is not None:
-                await dashboard.stop()
-            await server.close()
-            await plane.close()
-        console.print("zerodown serve stopped; the router and instances keep serving")
-
-    asyncio.run(main())
+    asyncio.run(Serve(load_config(config), console, ConsoleProgress(console)).run())
 
 
 def register(app: typer.Typer) -> None:
