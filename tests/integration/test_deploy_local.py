@@ -22,11 +22,13 @@ import pytest
 import yaml
 
 from zerodown.config.loader import LoadedConfig, load_config
+from zerodown.config.router import BuiltinRouterConfig, HaproxyRouterConfig
 from zerodown.engine.deployer import Deployer, DeployRequest
 from zerodown.engine.events import DeploymentState, EventKind
 from zerodown.engine.recovery import recover_unfinished
 from zerodown.loadgen import LoadReport, LoadSpec, run_load
-from zerodown.routers.builtin.client import BuiltinRouter, ensure_router, stop_router
+from zerodown.routers.base import Router, RouterBackend
+from zerodown.routers.registry import router_backend
 from zerodown.runtimes.local import LocalRuntime
 from zerodown.store.base import DeploymentRecord
 from zerodown.store.sql import SqlHistoryStore, open_store
@@ -55,8 +57,9 @@ class Stack:
     root: Path
     port: int
     runtime: LocalRuntime
-    router: BuiltinRouter
+    router: Router
     store: SqlHistoryStore
+    backend: str  # the router backend: every test runs on each
 
     @property
     def url(self) -> str:
@@ -73,7 +76,7 @@ class Stack:
         """Write zerodown.yml (service `api`, environment `prod`) and load it."""
         data = {
             "state_dir": "state",
-            "router": {"listen": [f"127.0.0.1:{self.port}"]},
+            "router": {"backend": self.backend, "listen": [f"127.0.0.1:{self.port}"]},
             "services": {
                 "api": {
                     "workdir": str(WEBAPP),
@@ -119,23 +122,32 @@ class Stack:
         return sorted(i.revision for i in await self.runtime.list("api") if i.state == "running")
 
 
-@pytest.fixture
-async def stack() -> AsyncIterator[Stack]:
+@pytest.fixture(params=["builtin", "haproxy"])
+async def stack(request: pytest.FixtureRequest) -> AsyncIterator[Stack]:
+    """The same stack in front of the built-in router and of a real HAProxy (issue 11: every
+    strategy and failure trigger works on both)."""
     # A short path: the router's control socket must fit in sun_path (108 bytes).
     root = Path(tempfile.mkdtemp(prefix="zd-e-", dir="/tmp"))
     state = root / "state"
     port = _free_port()
+    listen = [f"127.0.0.1:{port}"]
+    settings = (
+        HaproxyRouterConfig(listen=listen)
+        if request.param == "haproxy"
+        else BuiltinRouterConfig(listen=listen)
+    )
+    backend: RouterBackend = router_backend(settings)
     runtime = LocalRuntime(state)
     store: SqlHistoryStore | None = None
     try:
-        await ensure_router(state, [f"127.0.0.1:{port}"])
+        router = await backend.open(state, listen)
         store = open_store(f"sqlite:///{state / 'history.db'}")
-        yield Stack(root, port, runtime, BuiltinRouter(state), store)
+        yield Stack(root, port, runtime, router, store, request.param)
     finally:
         for info in await runtime.list():
             await runtime.stop(info.instance_id, timeout=2)
             await runtime.remove(info.instance_id)
-        await stop_router(state, timeout=10)
+        await backend.stop(state)
         if store is not None:
             await store.close()
         shutil.rmtree(root, ignore_errors=True)
@@ -269,14 +281,15 @@ _DEPLOY_SCRIPT = """
 import asyncio, sys
 from zerodown.config.loader import load_config
 from zerodown.engine.deployer import Deployer, DeployRequest
-from zerodown.routers.builtin.client import BuiltinRouter
+from zerodown.routers.registry import router_backend
 from zerodown.runtimes.local import LocalRuntime
 from zerodown.store.sql import open_store
 
 async def main():
     loaded = load_config(sys.argv[1], environ={})
+    router = await router_backend(loaded.config.router).open(loaded.state_dir, [])
     deployer = Deployer(loaded, runtime=LocalRuntime(loaded.state_dir),
-                        router=BuiltinRouter(loaded.state_dir), store=open_store(loaded.store_url))
+                        router=router, store=open_store(loaded.store_url))
     await deployer.deploy(DeployRequest("api", "prod", sys.argv[2], "crash-test"))
 
 asyncio.run(main())

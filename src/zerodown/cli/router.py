@@ -210,8 +210,14 @@ def status(state_dir: StateDir = None) -> None:
 
 def _print_processes(processes: list[dict[str, Any]], verb: str) -> None:
     for info in processes:
-        extra = f" (v{info['version']}, up {info['uptime']:.0f} s)" if "uptime" in info else ""
-        console.print(f"router pid {info['pid']}{extra} {verb} {', '.join(info['listen'])}")
+        uptime = info.get("uptime")
+        up = f"{uptime:.0f} s" if isinstance(uptime, int | float) else str(uptime)
+        extra = f" (v{info['version']}, up {up})" if uptime is not None else ""
+        role = f" {info['role']}" if info.get("role") else ""
+        console.print(
+            f"router pid {info['pid']}{role}{extra} {verb} {', '.join(info['listen'])}",
+            soft_wrap=True,
+        )
 
 
 __all__ = ["router_app"]

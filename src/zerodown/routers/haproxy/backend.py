@@ -52,22 +52,22 @@ class HaproxyBackend:
     async def open(self, state_dir: Path, listen: Sequence[str]) -> Router:
         """Make sure HAProxy runs and listens on every address of `listen`."""
         router = self.router(state_dir)
-        router.paths.create()
-        have = set(router.state.listen)
-        missing: list[str] = []
-        for address in dict.fromkeys(canonical_address(a) for a in listen):
-            if address.endswith(":0"):  # any port: one it already has will do
-                if not have and not missing:
-                    missing.append(_bindable(address))
-            elif address not in have:
-                missing.append(address)
-        router.state.listen += missing
-        if await self._running(router.paths):
-            if missing:
-                await router.reload()
-            return router
-        router.write_config()
-        await process.start(self.settings.binary, router.paths)
+        async with router.changing() as state:
+            have = set(state.listen)
+            missing: list[str] = []
+            for address in dict.fromkeys(canonical_address(a) for a in listen):
+                if address.endswith(":0"):  # any port: one it already has will do
+                    if not have and not missing:
+                        missing.append(_bindable(address))
+                elif address not in have:
+                    missing.append(address)
+            state.listen += missing
+            if await self._running(router.paths):
+                if missing:
+                    await router.reload()
+                return router
+            router.write_config()
+            await process.start(self.settings.binary, router.paths)
         return router
 
     async def _running(self, paths: HaproxyPaths) -> bool:
@@ -80,7 +80,9 @@ class HaproxyBackend:
 
     async def restart(self, state_dir: Path) -> list[int]:
         """Hitless reload (`reload` on the master CLI); the new workers' pids."""
-        return await self.router(state_dir).reload()
+        router = self.router(state_dir)
+        async with router.changing():
+            return await router.reload()
 
     async def stop(self, state_dir: Path) -> list[int]:
         """SIGUSR1 (workers finish, bounded by hard-stop-after), then SIGTERM; the pids."""

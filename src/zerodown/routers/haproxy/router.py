@@ -10,8 +10,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import fcntl
 import logging
+import os
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 from zerodown.config.router import HaproxyRouterConfig
@@ -39,6 +42,7 @@ from zerodown.routers.haproxy.state import (
     RouteEntry,
     backend_name,
     is_preview,
+    load_state,
     save_state,
     write_atomic,
 )
@@ -75,6 +79,28 @@ class HaproxyRouter:
         self._unchecked: set[tuple[str, str]] = set()  # added with healthy=False, not yet up
         self._retired: set[tuple[str, str]] = set()  # (backend, server) to delete when idle
 
+    # -- the shared state ----------------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def changing(self) -> AsyncIterator[HaproxyState]:
+        """Hold this HAProxy's state for a change: one change at a time in this process (an
+        asyncio lock) and across processes (an exclusive flock), on the state as routes.json
+        has it now. Another process (a CLI deploy, a crashed one, `serve`) may have changed
+        it since this client last looked; a change made on a stale copy would undo theirs."""
+        async with self._lock:
+            self.paths.create()
+            fd = os.open(self.paths.root / "routes.lock", os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                await asyncio.to_thread(fcntl.flock, fd, fcntl.LOCK_EX)
+                self.state = load_state(self.paths)
+                yield self.state
+            finally:
+                os.close(fd)  # releases the flock
+
+    def _current(self) -> HaproxyState:
+        """The state as routes.json has it now, for reading (written by atomic renames)."""
+        return load_state(self.paths)
+
     # -- configuration -------------------------------------------------------------------------
 
     def write_config(self) -> None:
@@ -87,7 +113,8 @@ class HaproxyRouter:
             write_atomic(self.paths.server_state, "1\n")
 
     async def reload(self) -> list[int]:
-        """Save the servers' runtime state, rewrite the configuration and reload hitlessly;
+        """Save the servers' runtime state, rewrite the configuration and reload hitlessly (call it
+        inside `changing()`: it writes the state as this client holds it);
         the new workers' pids."""
         with contextlib.suppress(RouterError):  # no running worker: nothing to carry over
             servers = await self.api.run("show servers state")
@@ -103,7 +130,7 @@ class HaproxyRouter:
         """Create or update a route (a reload when it changed); its targets are kept."""
         if not route.path_prefix.startswith("/"):
             raise RouterError(f"path_prefix {route.path_prefix!r} must start with '/'")
-        async with self._lock:
+        async with self.changing():
             entry = self.state.routes.get(route.service)
             if entry is not None and entry.spec == route:
                 return
@@ -115,7 +142,7 @@ class HaproxyRouter:
 
     async def remove_route(self, service: str) -> None:
         """Delete a route and its targets (a reload; drain the targets first)."""
-        async with self._lock:
+        async with self.changing():
             self.state.route(service)
             del self.state.routes[service]
             await self.reload()
@@ -127,7 +154,7 @@ class HaproxyRouter:
         `show stat`, otherwise HAProxy's own checks decide (`rise` passes)."""
         if target.weight < 0:
             raise RouterError(f"weight of {target.target_id!r} must be >= 0, got {target.weight}")
-        async with self._lock:
+        async with self.changing():
             await self._delete_retired()
             entry = self.state.route(target.service)
             if target.target_id in entry.draining:
@@ -203,7 +230,7 @@ class HaproxyRouter:
         """All weight changes in one Runtime API session: HAProxy applies each `set server`
         at once, in order, microseconds apart (no request sees a half-applied split only
         in the sense that each server's weight changes atomically)."""
-        async with self._lock:
+        async with self.changing():
             entry = self.state.route(service)
             unknown = sorted(set(weights) - set(entry.targets))
             if unknown:
@@ -228,7 +255,7 @@ class HaproxyRouter:
         """`state drain` (a sticky route: `state maint`, as HAProxy still sends persistent
         clients to a draining server), wait until `show servers conn` has no used connection
         (up to `timeout`), then `maint`, `shutdown sessions`, `del server`."""
-        entry = self.state.route(service)
+        entry = self._current().route(service)
         if target_id not in entry.targets:
             raise RouterError(f"service {service!r} has no target {target_id!r} to drain")
         key = (service, target_id)
@@ -248,9 +275,10 @@ class HaproxyRouter:
         started = time.monotonic()
         answered_before = await self._answered(backend, server)
         mode = "maint" if entry.spec.sticky else "drain"
-        async with self._lock:
+        async with self.changing() as state:
             await self.api.run(f"set server {where} state {mode}")
-            entry.draining.add(target.target_id)
+            if target.service in state.routes:
+                state.routes[target.service].draining.add(target.target_id)
             self.write_config()
         forced = 0
         deadline = started + timeout
@@ -266,12 +294,14 @@ class HaproxyRouter:
                 break
             await asyncio.sleep(DRAIN_POLL)  # no event from HAProxy: poll with a deadline
         answered_after = await self._answered(backend, server)
-        async with self._lock:
+        async with self.changing() as state:
             await self.api.session([f"set server {where} state maint"])
             await self.api.run(f"shutdown sessions server {where}")
-            entry.draining.discard(target.target_id)
-            if entry.targets.get(target.target_id) == target:
-                del entry.targets[target.target_id]
+            now = state.routes.get(target.service)
+            if now is not None:
+                now.draining.discard(target.target_id)
+                if now.targets.get(target.target_id) == target:
+                    del now.targets[target.target_id]
             self.write_config()
         await self._remove_server(backend, server)
         return DrainResult(
@@ -353,7 +383,7 @@ class HaproxyRouter:
 
     def _observed(self, rows: dict[tuple[str, str], ServerStat]) -> list[Observed]:
         found = []
-        for service, entry in self.state.routes.items():
+        for service, entry in self._current().routes.items():
             for target in entry.targets.values():
                 preview = is_preview(target)
                 row = rows.get(
@@ -389,9 +419,8 @@ class HaproxyRouter:
     async def status(self, service: str | None = None) -> list[RouteStatus]:
         """Routes and targets as HAProxy reports them now (`show stat`: UP/DOWN/MAINT/DRAIN,
         `scur` as in flight)."""
-        entries = (
-            [self.state.route(service)] if service is not None else list(self.state.routes.values())
-        )
+        state = self._current()  # what every client has set, not what this one remembers
+        entries = [state.route(service)] if service is not None else list(state.routes.values())
         rows = await self._rows()
         result = []
         for entry in entries:
