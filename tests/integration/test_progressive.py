@@ -37,7 +37,7 @@ def write_config(stack: Stack, strategy: dict[str, Any], *, instances: int = 2) 
     """zerodown.yml with service `api` (per-revision faults) and environment `prod`."""
     data = {
         "state_dir": "state",
-        "router": {"listen": [f"127.0.0.1:{stack.port}"]},
+        "router": {"backend": stack.backend, "listen": [f"127.0.0.1:{stack.port}"]},
         "services": {
             "api": {
                 "workdir": str(WEBAPP),

@@ -57,7 +57,7 @@ class VerifyStack(Stack):
         """Write zerodown.yml (service `api` in `prod`, verify as given) and load it."""
         data = {
             "state_dir": "state",
-            "router": {"listen": [self.listen]},
+            "router": {"backend": self.backend, "listen": [self.listen]},
             "services": {
                 "api": {
                     "workdir": str(WEBAPP),
@@ -102,4 +102,6 @@ class VerifyStack(Stack):
 @pytest.fixture
 async def verify_stack(stack: Stack) -> VerifyStack:
     """The `stack` fixture's router, runtime and store, for verification tests."""
-    return VerifyStack(stack.root, stack.port, stack.runtime, stack.router, stack.store)
+    return VerifyStack(
+        stack.root, stack.port, stack.runtime, stack.router, stack.store, stack.backend
+    )

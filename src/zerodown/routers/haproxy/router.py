@@ -176,6 +176,13 @@ class HaproxyRouter:
                 commands += self._weight_commands(entry, before, {target.target_id})
                 if healthy and entry.spec.health is not None:
                     commands.append(f"set server {backend}/{server} health up")
+            elif entry.spec.sticky and not is_preview(target):
+                # HAProxy 2.6 refuses `cookie` on `add server`: a sticky route's new server is
+                # written into the configuration with its cookie and comes in by a hitless reload
+                await self.reload()
+                if healthy and entry.spec.health is not None:
+                    commands.append(f"set server {backend}/{server} health up")
+                commands += self._weight_commands(entry, before, set())
             else:
                 commands += self._add_commands(entry, target, healthy=healthy)
                 commands += self._weight_commands(entry, before, set())
