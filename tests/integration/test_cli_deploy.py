@@ -179,11 +179,20 @@ def test_deploy_goes_through_a_running_serve_and_serve_stopping_keeps_traffic(
         history = json.loads(project.run("history", "--json").stdout)
         assert history[1]["actor"] == "ci-bot"
     finally:
-        serve.send_signal(signal.SIGINT)
-        output, _ = serve.communicate(timeout=60)
+        output = _stop_serve(serve)
     assert serve.returncode == 0, output
     assert "zerodown serve stopped" in output
     assert project.get().json()["version"] == "v1"  # the data plane outlives the control plane
+
+
+def _stop_serve(serve: subprocess.Popen[str]) -> str:
+    """Ctrl-C to serve and its output; killed if it does not stop (a test never leaks it)."""
+    serve.send_signal(signal.SIGINT)
+    try:
+        return serve.communicate(timeout=150)[0]
+    except subprocess.TimeoutExpired:
+        serve.kill()
+        return serve.communicate()[0] + "\n(killed: serve did not stop within 150 s)"
 
 
 def _hold_new_instances(project: Project) -> Path:
@@ -224,8 +233,7 @@ def test_refused_deploy_does_not_disturb_the_running_one_and_abort_never_kills_s
         assert project.get().json()["version"] == "v1"
     finally:
         hold.unlink(missing_ok=True)
-        serve.send_signal(signal.SIGINT)
-        output, _ = serve.communicate(timeout=120)
+        output = _stop_serve(serve)
     assert serve.returncode == 0, output
 
 
@@ -263,6 +271,7 @@ def test_serve_deploys_with_zerodown_yml_as_it_is_now(project: Project) -> None:
     """serve re-reads zerodown.yml for each request: a changed strategy is used at once, an
     invalid file refuses the request with its error (exit 2) and serve keeps running."""
     config = project.repo / "zerodown.yml"
+    valid = config.read_text()
     serve = project.spawn("serve")
     try:
         sock = project.repo / ".zerodown" / "control-plane.sock"
@@ -287,8 +296,8 @@ def test_serve_deploys_with_zerodown_yml_as_it_is_now(project: Project) -> None:
         history = json.loads(project.run("history", "--json").stdout)
         assert [h["strategy"] for h in history] == ["all-at-once", "rolling"]
     finally:
-        serve.send_signal(signal.SIGINT)
-        output, _ = serve.communicate(timeout=120)
+        config.write_text(valid)  # the fixture's `zerodown stop` needs a valid file
+        output = _stop_serve(serve)
     assert serve.returncode == 0, output
 
 
@@ -358,8 +367,7 @@ def test_status_is_answered_by_a_running_serve_without_loading_the_store(
         loaded = {line.split("|")[-1].strip() for line in timed.stderr.splitlines()}
         assert not {m for m in loaded if m.startswith(("sqlalchemy", "zerodown.config.model"))}
     finally:
-        serve.send_signal(signal.SIGINT)
-        serve.communicate(timeout=120)
+        _stop_serve(serve)
     keys = ("service", "environment", "revision", "revision_label", "healthy")
     assert {k: through_serve[k] for k in keys} == {k: direct[k] for k in keys}
     assert through_serve["healthy"] == 2
