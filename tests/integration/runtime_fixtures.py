@@ -6,14 +6,16 @@ import asyncio
 import shlex
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from zerodown.runtimes.base import InstanceSpec
-from zerodown.runtimes.local import procinfo
+from zerodown.runtimes.local import LocalRuntime, procinfo
+from zerodown.runtimes.local.supervisor import read_supervisor
 
 REPO = Path(__file__).resolve().parents[2]
 WEBAPP = REPO / "examples" / "webapp" / "app.py"
@@ -101,3 +103,24 @@ def files_under(root: Path) -> dict[str, bytes]:
             files[str(path.relative_to(root))] = content
             files[path.name] = content
     return files
+
+
+@pytest.fixture
+def state_dir(tmp_path: Path) -> Path:
+    """The runtime's state directory of one test."""
+    return tmp_path / "state"
+
+
+@pytest.fixture
+async def runtime(state_dir: Path) -> AsyncIterator[LocalRuntime]:
+    """A runtime whose instances (and every supervisor they ever had) are stopped and checked
+    gone when the test ends, however it ends."""
+    runtime = LocalRuntime(state_dir)
+    yield runtime
+    cleaner = LocalRuntime(state_dir)  # a fresh one: the test may have left no runtime behind
+    pids: list[int] = []
+    for info in await cleaner.list():
+        supervisor = read_supervisor(state_dir / "instances" / info.instance_id)
+        pids += [p for p in (info.pid, supervisor and supervisor.pid) if p]
+        await cleaner.stop(info.instance_id, timeout=1.0)
+    assert alive_pids(pids) == []

@@ -9,7 +9,6 @@ import secrets
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -20,6 +19,8 @@ from zerodown.runtimes.local import LocalRuntime, procinfo
 from zerodown.runtimes.local.supervisor import RestartBackoff, read_supervisor
 
 from runtime_fixtures import (  # isort: skip - a sibling module, found through rootdir sys.path
+    runtime,
+    state_dir,
     alive_pids,
     eventually,
     files_under,
@@ -28,24 +29,7 @@ from runtime_fixtures import (  # isort: skip - a sibling module, found through 
     webapp_spec,
 )
 
-
-@pytest.fixture
-def state_dir(tmp_path: Path) -> Path:
-    return tmp_path / "state"
-
-
-@pytest.fixture
-async def runtime(state_dir: Path) -> AsyncIterator[LocalRuntime]:
-    """A runtime whose instances are all stopped (and checked gone) when the test ends."""
-    runtime = LocalRuntime(state_dir)
-    yield runtime
-    cleaner = LocalRuntime(state_dir)  # a fresh one: the test may have left no runtime behind
-    pids: list[int] = []
-    for info in await cleaner.list():
-        supervisor = read_supervisor(state_dir / "instances" / info.instance_id)
-        pids += [p for p in (info.pid, supervisor and supervisor.pid) if p]
-        await cleaner.stop(info.instance_id, timeout=1.0)
-    assert alive_pids(pids) == []
+__all__ = ["runtime", "state_dir"]  # the fixtures, shared through runtime_fixtures
 
 
 def test_local_runtime_satisfies_the_runtime_protocol(state_dir: Path) -> None:

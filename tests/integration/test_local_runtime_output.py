@@ -6,7 +6,6 @@ Real supervisors and apps (small `sh -c` commands); the log reading itself is te
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -19,23 +18,13 @@ from zerodown.runtimes.local.logfile import RotatingLogFile, read_tail
 from zerodown.secrets.masking import SECRET_NAMES_ENV
 
 from runtime_fixtures import (  # isort: skip - a sibling module, found through rootdir sys.path
+    runtime,
+    state_dir,
     eventually,
     shell_spec,
 )
 
-
-@pytest.fixture
-def state_dir(tmp_path: Path) -> Path:
-    return tmp_path / "state"
-
-
-@pytest.fixture
-async def runtime(state_dir: Path) -> AsyncIterator[LocalRuntime]:
-    """A runtime whose instances are all stopped when the test ends, however it ends."""
-    runtime = LocalRuntime(state_dir)
-    yield runtime
-    for info in await LocalRuntime(state_dir).list():
-        await runtime.stop(info.instance_id, timeout=1.0)
+__all__ = ["runtime", "state_dir"]  # the fixtures, shared through runtime_fixtures
 
 
 async def _until_crashed(runtime: LocalRuntime, instance_id: str) -> None:

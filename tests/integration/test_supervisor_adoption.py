@@ -10,12 +10,10 @@ import os
 import secrets
 import signal
 import sys
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
-import pytest
 from tests.processes import wait_exited
 
 from zerodown.runtimes.base import InstanceState
@@ -24,11 +22,15 @@ from zerodown.runtimes.local.instance_files import StatusRecord, read_json, read
 from zerodown.runtimes.local.outputpipe import PIPE_SIZE, create_pipe
 
 from runtime_fixtures import (  # isort: skip - a sibling module, found through rootdir sys.path
+    runtime,
+    state_dir,
     alive_pids,
     eventually,
     files_under,
     shell_spec,
 )
+
+__all__ = ["runtime", "state_dir"]  # the fixtures, shared through runtime_fixtures
 
 # Prints one line per request (with the secret, which the log must mask) *before* answering, so
 # a broken output pipe turns into a failed request. /burst prints 256 KiB: more than a default
@@ -70,25 +72,6 @@ class Orphan:
     app_pid: int
     dead_supervisor_pid: int
     token: str
-
-
-@pytest.fixture
-def state_dir(tmp_path: Path) -> Path:
-    return tmp_path / "state"
-
-
-@pytest.fixture
-async def runtime(state_dir: Path) -> AsyncIterator[LocalRuntime]:
-    """A runtime whose instances (and every supervisor they ever had) are gone when it ends."""
-    runtime = LocalRuntime(state_dir)
-    yield runtime
-    cleaner = LocalRuntime(state_dir)
-    pids: list[int] = []
-    for info in await cleaner.list():
-        supervisor = read_supervisor(state_dir / "instances" / info.instance_id)
-        pids += [p for p in (info.pid, supervisor and supervisor.pid) if p]
-        await cleaner.stop(info.instance_id, timeout=1.0)
-    assert alive_pids(pids) == []
 
 
 async def get(client: httpx.AsyncClient, port: int, path: str) -> dict[str, object]:
