@@ -5,6 +5,9 @@ warm-up, a closed-loop throughput run (`wrk -t1 -c50`) and a fixed-rate latency 
 -q 100` = 1,000 req/s). Then the router runs once more under cProfile for the "what limits it" note.
 All processes are children bound to 127.0.0.1 and stopped at the end, whatever happens.
 The router is measured twice: one daemon, and a pool of two (`router.workers: 2`, SO_REUSEPORT).
+HAProxy is measured hand-configured (twice: nbthread 1 and default threads) and as zerodown runs
+it (`router: {backend: haproxy}`: a route and two targets put up by the engine's fleet, as a
+deploy does, with health checks, leastconn and servers added at runtime).
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from benchmarks.machine import (
     MachineFacts,
     process_tree,
@@ -35,6 +40,7 @@ from benchmarks.processes import (
     ProfileLine,
     Server,
     fixed_rate_load,
+    free_port,
     least_disturbed,
     read_profile,
     run_tool,
@@ -51,10 +57,15 @@ from benchmarks.report import (
     parse_hey,
     parse_wrk,
 )
+from zerodown.config.loader import load_config
+from zerodown.control_plane import ControlPlane
+from zerodown.engine.events import EventKind
+from zerodown.engine.fleet import FleetMember
 from zerodown.errors import ZerodownError
 from zerodown.routers.base import Router, RouteSpec, TargetSpec
 from zerodown.routers.builtin.client import BuiltinRouter, start_router_process, stop_router
 from zerodown.routers.builtin.pool import WorkerPoolRouter, ensure_pool, stop_pool
+from zerodown.routers.registry import router_backend
 
 KEY = "router"
 WARMUP_SECONDS = 2
@@ -63,6 +74,10 @@ HEY_WORKERS = 10
 HEY_RATE_PER_WORKER = 100  # hey's -q is per worker: 10 x 100 = 1,000 req/s
 THROUGHPUT_RATIO_GOAL = 0.5  # zerodown >= 0.5 x HAProxy (1 thread)
 ADDED_P99_GOAL = 0.002  # seconds, at 1,000 req/s
+MANAGED_THROUGHPUT_GOAL = 0.9  # zerodown-managed HAProxy >= 0.9 x the hand-configured one
+MANAGED_P99_SLACK = 0.1  # its added p99 <= the hand-configured one's x (1 + this) ...
+HEY_RESOLUTION = 0.0001  # ... or + hey's resolution (0.1 ms), whichever is larger
+MANAGED_TARGETS = 2  # the managed route's targets (both the one nginx)
 
 
 DIRECT = "direct to nginx"
@@ -71,6 +86,7 @@ POOL_WORKERS = 2
 ZERODOWN_POOL = f"zerodown router, {POOL_WORKERS} workers"
 HAPROXY_1 = "HAProxy, nbthread 1"
 HAPROXY_DEFAULT = "HAProxy, default threads"
+HAPROXY_MANAGED = "zerodown-managed HAProxy"
 
 
 @dataclass(frozen=True)
@@ -220,6 +236,57 @@ async def zerodown_pool(workdir: Path, upstream_port: int) -> AsyncIterator[list
         await stop_pool(state_dir, timeout=15.0)
 
 
+class _Unrecorded:
+    """An `EventSink` for the fleet steps of the managed HAProxy: no deployment to record to."""
+
+    async def emit(self, kind: EventKind, message: str, data: dict[str, Any] | None = None) -> None:
+        """Drop the event."""
+
+    def emit_soon(self, kind: EventKind, message: str, data: dict[str, Any] | None = None) -> None:
+        """Drop the event."""
+
+
+def managed_config(port: int) -> dict[str, Any]:
+    """The zerodown.yml of the managed HAProxy: `router: {backend: haproxy}` on `port`, and a
+    service whose health check is the fastapi preset (nginx answers 200 on /health)."""
+    return {
+        "state_dir": "state",
+        "router": {"backend": "haproxy", "listen": [f"127.0.0.1:{port}"], "hard_stop_after": 10},
+        "services": {
+            "bench": {"run": "true", "instances": MANAGED_TARGETS, "health": {"preset": "fastapi"}}
+        },
+        "environments": {"prod": {}},
+    }
+
+
+@contextlib.asynccontextmanager
+async def managed_haproxy(workdir: Path, upstream_port: int) -> AsyncIterator[Server]:
+    """HAProxy as zerodown runs it: a control plane of `managed_config` opens it through the
+    registry, and the engine's fleet puts up the route (`ensure_route`) and admits MANAGED_TARGETS
+    checked targets (`admit`: add server, enable health, enable server), as a deploy does; all
+    targets are the one nginx. Stopped (routes removed, HAProxy stopped) when the block ends."""
+    root = workdir / "managed"
+    root.mkdir(exist_ok=True)
+    path = root / "zerodown.yml"
+    path.write_text(yaml.safe_dump(managed_config(free_port())))
+    loaded = load_config(path, environ={})
+    plane = await ControlPlane.open(loaded, recover=False)
+    try:
+        fleet = plane.deployer().fleet("bench", "prod", "bench", _Unrecorded())
+        await fleet.ensure_route()
+        for k in range(MANAGED_TARGETS):
+            member = FleetMember(
+                f"nginx-{k}", "bench", "bench", "127.0.0.1", upstream_port, in_router=False
+            )
+            await fleet.admit(member)
+        processes = await router_backend(loaded.config.router).describe(loaded.state_dir)
+        master = next(int(p["pid"]) for p in processes if p["role"] == "master")
+        yield Server("haproxy-managed", _listen_port(processes[0]), master)
+    finally:
+        await plane.stop_everything()
+        await plane.close()
+
+
 # -- measuring ---------------------------------------------------------------------------------
 
 
@@ -340,6 +407,10 @@ async def measure_all(workdir: Path, seconds: int, profile_seconds: int) -> Rout
                 paths.append(
                     await measure_path(name, haproxy.port, seconds, haproxy.pid, nginx.pid)
                 )
+        async with managed_haproxy(workdir, nginx.port) as managed:
+            paths.append(
+                await measure_path(HAPROXY_MANAGED, managed.port, seconds, managed.pid, nginx.pid)
+            )
         profile = await profile_router(workdir, nginx.port, profile_seconds)
     return RouterFigures(
         {p.name: p for p in paths}, read_profile(profile), read_profile(profile, 3, by="tottime"),
@@ -369,6 +440,20 @@ def build_section(
     configurations = [name for name in (ZERODOWN, ZERODOWN_POOL) if name in figures.paths]
     verdicts = {name: _goal_met(figures, name) for name in configurations}
     met = None if None in verdicts.values() else any(verdicts.values())
+    goal = (
+        f"zerodown's throughput >= {THROUGHPUT_RATIO_GOAL}x HAProxy's (nbthread 1), with no "
+        f"errors, and added p99 <= {ADDED_P99_GOAL * 1000:.0f} ms at 1,000 req/s "
+        f"(measured: {_goal_figures(figures, verdicts)})"
+    )
+    if HAPROXY_MANAGED in figures.paths:
+        managed_met, managed_figures = judge_managed(figures)
+        met = both(met, managed_met)
+        goal += (
+            f"; zerodown-managed HAProxy within 10 % of the hand-configured one with the same "
+            f"threads (default): throughput >= {MANAGED_THROUGHPUT_GOAL}x, no errors, added p99 "
+            f"at most {MANAGED_P99_SLACK:.0%} or {HEY_RESOLUTION * 1000:.1f} ms (hey's "
+            f"resolution) above its (measured: {managed_figures})"
+        )
     throughput = Table(
         ("Path", "Requests/s", "p50", "p99", "Errors", "vs HAProxy 1 thread",
          "vs HAProxy default threads", "vs direct", "Proxy CPU per request"),
@@ -394,9 +479,7 @@ def build_section(
     return Section(
         key=KEY,
         title="Router: throughput and added latency",
-        goal=f"zerodown's throughput >= {THROUGHPUT_RATIO_GOAL}x HAProxy's (nbthread 1), with no "
-        f"errors, and added p99 <= {ADDED_P99_GOAL * 1000:.0f} ms at 1,000 req/s "
-        f"(measured: {_goal_figures(figures, verdicts)})",
+        goal=goal,
         met=met,
         tables=(throughput, latency, cpu),
         limits=tuple(_limits(figures, machine)),
@@ -410,9 +493,69 @@ def build_section(
             f"`router.workers: {POOL_WORKERS}`, started by `ensure_pool`); HAProxy 2.6 runs "
             "`mode http`, keep-alive on both sides, `http-reuse always`, once with `nbthread 1` "
             "(one zerodown worker is one process) and once with "
-            f"its default threads (one per CPU, {machine.cores} here). Everything listens on "
+            f"its default threads (one per CPU, {machine.cores} here)"
+            + (
+                f", then as zerodown runs it: `router: {{backend: haproxy}}` in a zerodown.yml, "
+                "opened by the control plane, with the route put up and "
+                f"{MANAGED_TARGETS} targets (both this nginx) admitted by the engine's fleet "
+                "exactly as a deploy does"
+                if HAPROXY_MANAGED in figures.paths
+                else ""
+            )
+            + ". Everything listens on "
             f"127.0.0.1. The 1-minute load average just before the run was {load:.2f}."
         ),
+    )
+
+
+def both(first: bool | None, second: bool | None) -> bool | None:
+    """Two verdicts together: not met if either is not, unjudged if either is unjudged."""
+    if first is False or second is False:
+        return False
+    if first is None or second is None:
+        return None
+    return True
+
+
+def judge_managed(figures: RouterFigures) -> tuple[bool | None, str]:
+    """The zerodown-managed HAProxy against the hand-configured one with default threads (the
+    managed configuration sets no nbthread): (verdict, the measured figures). None: no p99."""
+    managed = figures.paths[HAPROXY_MANAGED]
+    errors = managed.wrk.errors + managed.hey.errors
+    ratio = figures.throughput_ratio(HAPROXY_DEFAULT, HAPROXY_MANAGED)
+    added, hand_added = figures.added_p99(HAPROXY_MANAGED), figures.added_p99(HAPROXY_DEFAULT)
+    text = (
+        f"{ratio:.2f}x the throughput, added p99 {format_ms(added)} against "
+        f"{format_ms(hand_added)}, {errors} errors"
+    )
+    if added is None or hand_added is None:
+        return None, text
+    allowed = hand_added + max(MANAGED_P99_SLACK * abs(hand_added), HEY_RESOLUTION)
+    met = ratio >= MANAGED_THROUGHPUT_GOAL and added <= allowed + 1e-9 and errors == 0
+    return met, text
+
+
+def _managed_note(figures: RouterFigures) -> str:
+    """How the zerodown-managed HAProxy differs from the hand-configured one, and what it cost."""
+    managed, hand = figures.paths[HAPROXY_MANAGED], figures.paths[HAPROXY_DEFAULT]
+    ratio = figures.throughput_ratio(HAPROXY_DEFAULT, HAPROXY_MANAGED)
+    cpu = ""
+    if managed.proxy_cpu is not None and hand.proxy_cpu is not None:
+        managed_us = managed.proxy_cpu / managed.wrk.requests_per_sec * 1e6
+        hand_us = hand.proxy_cpu / hand.wrk.requests_per_sec * 1e6
+        cpu = f", {managed_us:.1f} µs of CPU per request against {hand_us:.1f} µs"
+    return (
+        f"**zerodown-managed HAProxy** ({ratio:.2f}x the hand-configured one's requests/s{cpu}) "
+        "runs the configuration zerodown writes, not the minimal one: health checks on each "
+        "server (`option httpchk` GET /health from the service's fastapi preset, `inter 5s "
+        f"fastinter 100ms rise 1 fall 3`: {MANAGED_TARGETS} servers x one check per 5 s, "
+        f"nothing next to the load); `balance leastconn` over {MANAGED_TARGETS} servers "
+        "(least_inflight) instead of one server; the servers are dynamic (`add server` + "
+        "`enable health` + `enable server` over the Runtime API, also written into the "
+        "config); per request, the frontend sets a host variable and tests its route's ACLs "
+        "(the preview header first, then the live backend), `option forwardfor` adds "
+        "X-Forwarded-For, and server connections are reused the default way (`http-reuse "
+        "safe`, not `always`). It runs master-worker with a Runtime API socket, default threads."
     )
 
 
@@ -527,6 +670,8 @@ def _limits(figures: RouterFigures, machine: MachineFacts) -> list[str]:
         )
     if ZERODOWN_POOL in figures.paths:
         notes.append(_pool_note(figures, machine))
+    if HAPROXY_MANAGED in figures.paths:
+        notes.append(_managed_note(figures))
     notes.append(_fixed_rate_note(figures, machine))
     return notes
 
