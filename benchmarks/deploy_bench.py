@@ -59,9 +59,15 @@ class RouterSetup:
     label: str
     settings: Mapping[str, Any] = field(hash=False)
 
+    @property
+    def behind(self) -> str:
+        """The label as a progress line says it ("behind the built-in router", "behind HAProxy")."""
+        return self.label if self.label == HAPROXY_LABEL else f"the {self.label}"
 
+
+HAPROXY_LABEL = "HAProxy"
 BUILTIN = RouterSetup("built-in router", {"backend": "builtin"})
-HAPROXY = RouterSetup("HAProxy", {"backend": "haproxy"})
+HAPROXY = RouterSetup(HAPROXY_LABEL, {"backend": "haproxy"})
 ROUTERS = (BUILTIN, HAPROXY)
 
 
@@ -386,7 +392,7 @@ async def run(*, quick: bool, machine: MachineFacts) -> Section:
     paths: list[tuple[str, LoadReport, float]] = []
     failed: dict[str, int] = {}
     for router in ROUTERS:
-        progress(f"rolling surge under load behind the {router.label} ({seconds:.0f} s)")
+        progress(f"rolling surge under load behind {router.behind} ({seconds:.0f} s)")
         report, record = await zero_downtime("rolling", seconds, router)
         paths.append(
             (f"zerodown rolling (surge, batch 1), {router.label}", report, record.duration or 0.0)
@@ -415,7 +421,7 @@ async def run(*, quick: bool, machine: MachineFacts) -> Section:
     figures = []
     for router in ROUTERS:
         progress(
-            f"deploy overhead behind the {router.label}: {OVERHEAD_INSTANCES} instances, "
+            f"deploy overhead behind {router.behind}: {OVERHEAD_INSTANCES} instances, "
             f"batch 1, B = 2 s ({runs} runs)"
         )
         overheads = tuple([await deploy_overhead("2", router) for _ in range(runs)])

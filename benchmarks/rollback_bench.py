@@ -247,7 +247,7 @@ async def run(*, quick: bool, machine: MachineFacts) -> Section:
     for name in STRATEGIES:
         for router in ROUTERS:
             for number in range(1, runs + 1):
-                progress(f"{name} behind the {router.label}: run {number}/{runs}")
+                progress(f"{name} behind {router.behind}: run {number}/{runs}")
                 result = await one_run(name, router)
                 results.setdefault((name, router.label), []).append(result)
     rows = [summary_row(name, router, found) for (name, router), found in results.items()]
@@ -264,7 +264,7 @@ async def run(*, quick: bool, machine: MachineFacts) -> Section:
             "100 % of traffic during that time",
         )
     )
-    routers = " and ".join(r.label for r in ROUTERS)
+    routers = " and ".join(r.behind for r in ROUTERS)
     return Section(
         key="rollback",
         title="Rollback: first 5xx of a bad revision to 100 % on the good one",

@@ -32,6 +32,7 @@ from benchmarks.router_bench import (
     HAPROXY_1,
     HAPROXY_DEFAULT,
     HAPROXY_MANAGED,
+    HAPROXY_RELOADED,
     ZERODOWN,
     PathFigures,
     RouterFigures,
@@ -231,3 +232,22 @@ def test_two_verdicts_combine_not_met_first_then_unjudged(
     first: bool | None, second: bool | None, combined: bool | None
 ) -> None:
     assert both(first, second) is combined
+
+
+def test_the_managed_note_says_what_a_reload_to_static_servers_bought() -> None:
+    """The reloaded row of the same HAProxy: 2x after the reload names `add server` servers
+    as the cost; about the same names them as not the cause."""
+    base = router_figures(10000, 0.0016)
+
+    def with_reloaded(rps: float) -> RouterFigures:
+        managed = base.paths[HAPROXY_MANAGED]
+        wrk = WrkResult(int(rps * 10), 10.0, rps, 0.001, 0.004, 0, 0)
+        reloaded = PathFigures(HAPROXY_RELOADED, wrk, managed.hey, 0.8, 0.5)
+        return RouterFigures({**base.paths, HAPROXY_RELOADED: reloaded}, [], [], 10)
+
+    text = build_section(with_reloaded(20000), MACHINE, NOW, quick=True, load=0.1).render()
+    assert "20,000 req/s against 10,000 before (2.00x; 1.00x the hand-configured one)" in text
+    assert "most of the gap is what HAProxy's servers added with `add server` cost" in text
+    assert f"| {HAPROXY_RELOADED} | 20,000 |" in text
+    same = build_section(with_reloaded(10500), MACHINE, NOW, quick=True, load=0.1).render()
+    assert "are not what the gap is made of" in same
