@@ -122,10 +122,12 @@ async def run(*, quick: bool, machine: MachineFacts) -> Section:
         limits=(
             "Imports: every command module loads its engine, store and web modules only when "
             "the command runs; `--help` loads typer and the command modules' signatures only.",
-            "Typer converts every command's arguments with pydantic, so any command (not "
-            "`--help`) pays for importing pydantic (about 0.1 s).",
+            "Typer converts a command's arguments with pydantic (about 0.2 s of imports): "
+            "`version` and `status [--json]` through a running serve are answered before typer "
+            "loads (zerodown.cli.fast_path); every other command pays it.",
             "`status` through serve reads only `state_dir` from zerodown.yml and asks serve on "
-            "its socket; without serve it opens the history (SQLAlchemy) itself.",
+            "its socket; without serve it opens the history (SQLAlchemy) itself. `--help` is "
+            "rendered by click without rich.",
         ),
         measured_at=started,
         measured_on=machine.one_line() + (" (quick run)" if quick else ""),

@@ -18,6 +18,7 @@ from rich.console import Console
 from tests.unit.fakes import Harness, MemoryStore, make_loaded
 
 from zerodown.cli import deploy as deploy_cli
+from zerodown.cli import fast_path
 from zerodown.cli import metrics as metrics_cli
 from zerodown.config import LoadedConfig
 from zerodown.config.model import ZerodownConfig
@@ -69,6 +70,7 @@ def screen(monkeypatch: pytest.MonkeyPatch) -> io.StringIO:
     console = Console(file=out, width=80, highlight=False, color_system=None)
     monkeypatch.setattr(deploy_cli, "console", console)
     monkeypatch.setattr(metrics_cli, "console", console)
+    monkeypatch.setattr(fast_path, "console", console)  # `status` prints there
     return out
 
 

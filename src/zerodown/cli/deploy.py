@@ -343,82 +343,14 @@ def _record_json(record: DeploymentRecord) -> dict[str, Any]:
 
 def status(as_json: JsonOption = False, config: ConfigOption = None) -> None:
     """What runs where: revision, instances, health, last deployment; and orphans."""
-    views = _status_through_serve(config)
+    from zerodown.cli.fast_path import print_status, status_through_serve
+
+    views = status_through_serve(config)
     if views is None:  # no serve here: open the control plane in this process
         from zerodown.server.views import status_views
 
         views = open_and_run(config, status_views)
-    if as_json:
-        print(json.dumps(views, indent=2))
-        return
-    from rich.table import Table
-
-    for view in views:
-        where = f"{view['service']}/{view['environment']}"
-        if view.get("orphan"):
-            console.print(
-                f"[bold yellow]{where}[/bold yellow]  orphaned: not in zerodown.yml, "
-                f"{len(view['instances'])} instance(s) still running"
-                f"{' and a route' if view['route'] else ''}; stop them with `{view['stop']}`",
-                soft_wrap=True,
-            )
-            continue
-        last = view["last_deployment"]
-        served = ", ".join(view.get("listen") or ()) or "any address"
-        console.print(
-            f"[bold]{where}[/bold] on {served}  revision {view['revision_label'] or '-'}  "
-            f"healthy {view['healthy']}"
-            + (f"  last: {last['state']} {last['revision_label']}" if last else "")
-            + (f" ({_one_line(last['reason'])})" if last and last["reason"] else ""),
-            soft_wrap=True,
-        )
-        if not view["targets"]:
-            continue
-        table = Table(box=None, pad_edge=False)
-        for column in ("instance", "address", "revision", "health", "weight", "in-flight"):
-            table.add_column(column)
-        for t in view["targets"]:
-            table.add_row(
-                t["instance"],
-                t["address"],
-                t["revision_label"],
-                t["health"] + (" (draining)" if t["draining"] else ""),
-                str(t["weight"]),
-                str(t["inflight"]),
-            )
-        console.print(table)
-
-
-def _one_line(reason: str, width: int = 100) -> str:
-    """A reason as one short line (the whole one: `history --wide`)."""
-    first = reason.split("\n", 1)[0]
-    return first if len(first) <= width and "\n" not in reason else first[: width - 1] + "…"
-
-
-def _status_through_serve(config: Path | None) -> list[dict[str, Any]] | None:
-    """The status from a running `zerodown serve`, without loading the engine here (fast);
-    None when no serve answers for this zerodown.yml's state dir."""
-    from zerodown.cli.fast_path import state_dir_hint
-    from zerodown.server.socket_api import call, socket_path
-
-    state_dir = state_dir_hint(config)
-    if state_dir is None or not socket_path(state_dir).exists():
-        return None
-
-    async def ask() -> list[dict[str, Any]] | None:
-        async with asyncio.timeout(10):
-            async for answer in call(state_dir, {"op": "status"}):
-                if answer.get("ok"):
-                    return list(answer["status"])
-                if int(answer.get("exit_code", 1)) == 2:
-                    raise ConfigError(str(answer["error"]))
-                return None
-        return None
-
-    try:
-        return asyncio.run(ask())
-    except (OSError, TimeoutError, ValueError):
-        return None  # a stale socket, a serve that stops: ask the store directly
+    print_status(views, as_json=as_json)
 
 
 def history(
