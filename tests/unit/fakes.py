@@ -225,6 +225,7 @@ class MemoryStore:
         self.event_log: dict[str, list[DeploymentEvent]] = {}
         self.locks: dict[tuple[str, str], LockHolder] = {}
         self.order: list[str] = []
+        self.lock_refused = asyncio.Event()  # set when acquire_lock refuses: someone waits
 
     async def create_deployment(self, record: DeploymentRecord) -> None:
         self.records[record.id] = record
@@ -295,6 +296,7 @@ class MemoryStore:
             and current.deployment_id != holder.deployment_id
             and current.pid != -1
         ):
+            self.lock_refused.set()
             raise LockHeld(f"{service}/{environment} is being deployed by {current.deployment_id}")
         self.locks[(service, environment)] = holder
 

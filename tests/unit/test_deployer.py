@@ -326,20 +326,9 @@ async def test_an_abort_of_everything_ends_a_deploy_still_waiting_for_its_lock(
     harness.journal.clear()
     before = await harness.store.list_deployments()
     harness.store.locks[("api", "prod")] = LockHolder("other", 1, 1, "host", 0.0)
-    refused = asyncio.Event()
-    acquire = harness.store.acquire_lock
-
-    async def acquire_lock(service: str, environment: str, holder: LockHolder) -> None:
-        try:
-            await acquire(service, environment, holder)
-        except LockHeld:
-            refused.set()
-            raise
-
-    harness.store.acquire_lock = acquire_lock  # type: ignore[method-assign]  # a spy on the fake
     request = DeployRequest("api", "prod", "v2", "test")
     waiting = asyncio.ensure_future(harness.deployer.deploy(request, wait_for_lock=60))
-    await asyncio.wait_for(refused.wait(), 5)  # it waits for the lock now
+    await asyncio.wait_for(harness.store.lock_refused.wait(), 5)  # it waits for the lock now
     assert not waiting.done()
     harness.deployer.abort(reason="aborted: serve stopped")
     with pytest.raises(DeploymentAborted, match="while it waited for the lock"):

@@ -28,17 +28,6 @@ async def test_a_deployment_waiting_for_its_lock_when_serve_stops_is_aborted_onc
     server = ControlPlaneServer(plane)
     harness.prober.gates["v2"] = asyncio.Event()  # never set: v2 is never found healthy
     harness.store.locks[("api", "prod")] = LockHolder("other", 1, 1, "host", 0.0)
-    refused = asyncio.Event()
-    acquire = harness.store.acquire_lock
-
-    async def acquire_lock(service: str, environment: str, holder: LockHolder) -> None:
-        try:
-            await acquire(service, environment, holder)
-        except Exception:
-            refused.set()
-            raise
-
-    harness.store.acquire_lock = acquire_lock  # type: ignore[method-assign]  # a spy on the fake
 
     async def run() -> DeploymentRecord:  # as both servers do: in `running` while it runs
         server.running[("api", "prod")] = harness.deployer
@@ -49,7 +38,7 @@ async def test_a_deployment_waiting_for_its_lock_when_serve_stops_is_aborted_onc
             del server.running[("api", "prod")]
 
     deployment = asyncio.ensure_future(run())
-    await asyncio.wait_for(refused.wait(), 5)
+    await asyncio.wait_for(harness.store.lock_refused.wait(), 5)
     stopping = asyncio.ensure_future(server.abort_running("aborted: serve stopped", timeout=5))
     await asyncio.sleep(0)  # abort_running has made its first pass: the deployment waits still
     await harness.store.release_lock("api", "prod", "other")
