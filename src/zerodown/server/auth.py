@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import logging
 import secrets
 import time
 from collections.abc import Callable
@@ -17,11 +18,13 @@ from typing import TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 from zerodown.config.model import NAME as NAME_PATTERN
 from zerodown.errors import ConfigError, StoreError
 from zerodown.store.api_schema import ApiTokenRow
+
+log = logging.getLogger(__name__)
 
 TOKEN_PREFIX = "zd_"
 T = TypeVar("T")
@@ -103,21 +106,29 @@ class TokenStore:
         digest = hash_token(token)
 
         def check() -> str | None:
-            with self.engine.begin() as conn:
+            with self.engine.connect() as conn:
                 row = conn.execute(
                     sa.select(ApiTokenRow.name, ApiTokenRow.token_hash).where(
                         ApiTokenRow.token_hash == digest
                     )
                 ).first()
-                # The lookup is by hash; compare again in constant time all the same.
-                if row is None or not hmac.compare_digest(row.token_hash, digest):
-                    return None
-                conn.execute(
-                    sa.update(ApiTokenRow)
-                    .where(ApiTokenRow.name == row.name)
-                    .values(last_used_at=time.time())
-                )
-                return str(row.name)
+            # The lookup is by hash; compare again in constant time all the same.
+            if row is None or not hmac.compare_digest(row.token_hash, digest):
+                return None
+            # Its own write transaction, after the read: SQLite refuses a read transaction
+            # that turns into a write while another writer committed ("database is locked"
+            # at once, no busy wait). And only a record of use: a busy database never
+            # refuses a valid token.
+            try:
+                with self.engine.begin() as conn:
+                    conn.execute(
+                        sa.update(ApiTokenRow)
+                        .where(ApiTokenRow.name == row.name)
+                        .values(last_used_at=time.time())
+                    )
+            except OperationalError as exc:
+                log.warning("token %s used; its last use not recorded: %s", row.name, exc)
+            return str(row.name)
 
         return await self._run("check a token", check)
 

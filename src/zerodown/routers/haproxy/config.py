@@ -201,6 +201,10 @@ def render_config(
         "    load-server-state-from-file global",
         "    option forwardfor",
         "    option redispatch 1",
+        # A reload's old worker keeps idle client connections open until their next request
+        # and answers it with `Connection: close`, instead of closing them under a client that
+        # is sending one (seen as "server disconnected" under load during a reload).
+        "    option idle-close-on-response",
         "    retries 3",
         # Safe retries only: the request never reached an application, or it closed at once.
         "    retry-on conn-failure empty-response",
