@@ -11,21 +11,16 @@ from __future__ import annotations
 import re
 import subprocess
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from tests.integration.dashboard_fixtures import (
     ARTIFACTS,
-    ServedProject,
     browser,
     save_screenshot,
     wait_for,
 )
-from tests.integration.pipeline_fixtures import free_port
-
-from zerodown.demo import make_repository
+from tests.integration.test_dashboard_canary import ServedCanary
 
 __all__ = ["browser"]  # the fixture, imported so pytest finds it
 
@@ -33,42 +28,9 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 playwright_sync = pytest.importorskip("playwright.sync_api")
 expect = playwright_sync.expect
 
-# No traffic reaches the canary, so every analysis is inconclusive: `pass` keeps the step waiting
-# for the button instead of failing it at the limit.
-CANARY = (
-    "{type: canary, steps: [{weight: 20}], analysis: "
-    "{interval: 1s, min_requests: 30, inconclusive_limit: 1s, on_inconclusive: pass}}"
-)
 
-
-class ServedStates(ServedProject):
-    """The demo repository (prod: a canary that waits for promote) under `zerodown serve`,
-    nothing deployed yet."""
-
-    def __init__(self, root: Path) -> None:
-        self.router_port = free_port()
-        api_port = free_port()
-        repo = make_repository(root, self.router_port)
-        config = repo / "zerodown.yml"
-        text = config.read_text().replace("{type: rolling, batch: 1, surge: true}", CANARY)
-        assert CANARY in text
-        config.write_text(text + f"server:\n  listen: 127.0.0.1:{api_port}\n")
-        super().__init__(repo, api_port)
-
-    def deploy(self, revision: str) -> str:
-        """Start a deploy of web/prod through the API; its id."""
-        answer = httpx.post(
-            self.url + "api/deployments",
-            json={"service": "web", "environment": "prod", "revision": revision},
-            headers=self.auth(),
-            timeout=30,
-        )
-        assert answer.status_code == 202, answer.text
-        return str(answer.json()["id"])
-
-    def state(self, deployment_id: str) -> str:
-        """The deployment's recorded state."""
-        return str(self.get(f"api/deployments/{deployment_id}")["state"])
+class ServedStates(ServedCanary):
+    """The canary project of the promote-button tests (nothing deployed yet), plus tags."""
 
     def sha(self, tag: str) -> str:
         """The commit a tag of the demo repository names."""
