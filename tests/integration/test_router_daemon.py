@@ -13,6 +13,7 @@ import os
 import signal
 import socket
 import stat
+import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -233,6 +234,49 @@ async def test_ensure_router_reuses_the_running_one_and_stop_router_cleans_up(fl
     assert not alive(first["pid"])
     assert not paths.control.exists() and not paths.pid.exists() and paths.state.exists()
     assert await stop_router(fleet.state_dir) is None
+
+
+async def test_a_sigterm_the_moment_the_control_socket_answers_still_cleans_up(
+    fleet: Fleet, tmp_path: Any
+) -> None:
+    """SIGTERM right after the control socket is up (before startup ends) drains and cleans up.
+
+    The router process here sends itself SIGTERM from inside `ControlServer.start`, the first
+    moment a `router stop` could find it; before the fix the default action killed it with
+    control.sock and the pid file left behind (a `router stop` right after `router start`).
+    """
+    script = tmp_path / "early_sigterm.py"
+    script.write_text(
+        "import os, signal, sys\n"
+        "from zerodown.routers.builtin import control, daemon\n"
+        "start = control.ControlServer.start\n"
+        "async def start_then_signal(self, *args, **kwargs):\n"
+        "    await start(self, *args, **kwargs)\n"
+        "    os.kill(os.getpid(), signal.SIGTERM)\n"
+        "control.ControlServer.start = start_then_signal\n"
+        "sys.exit(daemon.main(sys.argv[1:]))\n"
+    )
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(script),
+        "--state-dir",
+        str(fleet.state_dir),
+        "--listen",
+        "127.0.0.1:0",
+        "--grace",
+        "5",
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        _, stderr = await asyncio.wait_for(process.communicate(), timeout=30)
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    paths = RouterPaths.under(fleet.state_dir)
+    assert process.returncode == 0, stderr.decode()
+    assert not paths.control.exists() and not paths.pid.exists()
+    assert b"draining connections" in stderr
 
 
 async def test_first_sigterm_drains_and_a_second_one_exits_at_once(fleet: Fleet) -> None:

@@ -62,6 +62,8 @@ class Serve:
         from zerodown.server.http import HttpServer
         from zerodown.server.socket_api import ControlPlaneServer
 
+        # Before the socket answers: a SIGTERM the moment serve can be found stops it cleanly.
+        self._install_signal_handlers()
         self.plane = await ControlPlane.open(self.loaded, observers=[self.progress])
         self.sockets = ControlPlaneServer(self.plane)
         await self.sockets.start()
@@ -71,7 +73,6 @@ class Serve:
             self.dashboard = http
         except ConfigError as exc:  # the control plane matters more than its dashboard
             self.console.print(f"[yellow]dashboard and API not started: {exc}[/yellow]")
-        self._install_signal_handlers()
         config = self.loaded.config
         listen = "; ".join(
             f"{env} on " + ", ".join(f"http://{a}/" for a in environment_listen(config, env))

@@ -108,6 +108,12 @@ class RouterDaemon:
     async def startup(self) -> None:
         """Load the table, get listening sockets, then serve traffic, health checks and control."""
         self.paths.create()
+        # Signals are ours before anything can find this router: a SIGTERM that arrives as soon
+        # as the control socket answers (`router stop` right after `router start`) must drain
+        # and clean up, not kill the process with its socket and pid file left behind.
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._on_signal)
         handoff: Handoff | None = None
         if self.takeover:
             handoff = await asyncio.to_thread(request_handoff, self.paths.control)
@@ -142,9 +148,6 @@ class RouterDaemon:
         self.state.enabled = True
         self.state.mark_dirty()
         await self.state.flush()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self._on_signal)
         if handoff is not None:
             previous = handoff.result.get("pid")
             try:
