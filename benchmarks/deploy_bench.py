@@ -31,10 +31,10 @@ from benchmarks.report import Section, Table
 from zerodown.config.loader import LoadedConfig, load_config
 from zerodown.config.model import HEALTH_PRESETS
 from zerodown.control_plane import ControlPlane
+from zerodown.domain.events import DeploymentEvent, DeploymentState, EventKind
+from zerodown.domain.records import DeploymentRecord
 from zerodown.engine.deployer import DeployRequest
-from zerodown.engine.events import DeploymentEvent, DeploymentState, EventKind
 from zerodown.loadgen import LoadReport, LoadSpec, run_load
-from zerodown.store.base import DeploymentRecord
 
 WEBAPP = Path(__file__).resolve().parents[1] / "examples" / "webapp"
 # the revision named "bad" fails its health check

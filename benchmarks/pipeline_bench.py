@@ -22,11 +22,11 @@ from pathlib import Path
 from benchmarks.machine import MachineFacts
 from benchmarks.report import Section, Table
 from zerodown.config import load_config
-from zerodown.engine.events import DeploymentState
+from zerodown.domain.events import DeploymentState
+from zerodown.domain.records import DeploymentRecord
 from zerodown.pipeline.history import PipelineHistory
 from zerodown.pipeline.model import RunState
 from zerodown.pipeline.runner import PipelineRunner
-from zerodown.store.base import DeploymentRecord
 from zerodown.store.sql import open_store
 
 GOAL_SECONDS = 2.0

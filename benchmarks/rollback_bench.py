@@ -29,9 +29,9 @@ from benchmarks.report import Section, Table
 from zerodown.config.loader import LoadedConfig, load_config
 from zerodown.config.progressive import AnalysisConfig
 from zerodown.control_plane import ControlPlane
+from zerodown.domain.events import DeploymentState
 from zerodown.engine.analysis import RouterMetricsSource, Verdict, judge
 from zerodown.engine.deployer import DeployRequest
-from zerodown.engine.events import DeploymentState
 from zerodown.engine.extensions import DeploymentContext
 from zerodown.errors import AnalysisFailed
 from zerodown.routers.base import PREVIEW_POOL

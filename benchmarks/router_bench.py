@@ -59,7 +59,7 @@ from benchmarks.report import (
 )
 from zerodown.config.loader import load_config
 from zerodown.control_plane import ControlPlane
-from zerodown.engine.events import EventKind
+from zerodown.domain.events import EventKind
 from zerodown.engine.fleet import FleetMember
 from zerodown.errors import ZerodownError
 from zerodown.routers.base import Router, RouterBackend, RouteSpec, TargetSpec

@@ -13,8 +13,9 @@ from typing import Any
 
 from zerodown.config import LoadedConfig
 from zerodown.config.routes import environment_listen, route_hosts, router_addresses
+from zerodown.domain.events import DeploymentObserver
+from zerodown.domain.records import DeploymentRecord
 from zerodown.engine.deployer import Deployer
-from zerodown.engine.events import DeploymentObserver
 from zerodown.engine.extensions import DeploymentGuard, EnvSource, Masker, Verifier
 from zerodown.engine.recovery import recover_unfinished
 from zerodown.errors import ConfigError
@@ -22,7 +23,7 @@ from zerodown.routers.base import Router, RouteStatus, TrafficMetrics, canonical
 from zerodown.routers.registry import router_backend
 from zerodown.runtimes.base import AdoptsOrphans, InstanceInfo, Runtime
 from zerodown.runtimes.registry import open_runtime
-from zerodown.store.base import DeploymentRecord, HistoryStore
+from zerodown.store.base import HistoryStore
 from zerodown.store.locking import why_holder_is_gone
 from zerodown.store.sql import open_store
 

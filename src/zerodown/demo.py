@@ -25,10 +25,10 @@ from zerodown.cli.progress import ConsoleProgress
 from zerodown.config import load_config
 from zerodown.config.routes import environment_listen
 from zerodown.control_plane import ControlPlane
+from zerodown.domain.records import DeploymentRecord
 from zerodown.engine.deployer import DeployRequest
 from zerodown.loadgen import LoadReport, LoadSpec, run_load
 from zerodown.secrets.masking import masked_console
-from zerodown.store.base import DeploymentRecord
 
 APP = Path(__file__).resolve().parents[2] / "examples" / "webapp" / "app.py"
 console = masked_console(highlight=False)

@@ -30,7 +30,7 @@ from pathlib import Path, PurePosixPath
 from typing import IO, TYPE_CHECKING
 
 from zerodown.config.model import ServiceConfig
-from zerodown.engine.events import DeploymentEvent, EventKind
+from zerodown.domain.events import DeploymentEvent, EventKind
 from zerodown.errors import BuildFailed, ZerodownError
 from zerodown.shell import ShellResult, run_shell
 

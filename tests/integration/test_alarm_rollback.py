@@ -19,8 +19,8 @@ from zerodown.alarms.bake import BakeWindow
 from zerodown.alarms.guard import AlarmGuard
 from zerodown.alarms.history import alarm_history
 from zerodown.config.loader import LoadedConfig, load_config
+from zerodown.domain.events import DeploymentState, EventKind
 from zerodown.engine.deployer import Deployer, DeployRequest
-from zerodown.engine.events import DeploymentState, EventKind
 from zerodown.loadgen import LoadSpec, run_load
 from zerodown.routers.builtin.client import BuiltinRouter, ensure_router, stop_router
 from zerodown.runtimes.local import LocalRuntime

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from zerodown.demo import run_demo
-from zerodown.engine.events import DeploymentState
+from zerodown.domain.events import DeploymentState
 
 
 @pytest.mark.slow

@@ -23,14 +23,14 @@ import yaml
 
 from zerodown.config.loader import LoadedConfig, load_config
 from zerodown.config.router import BuiltinRouterConfig, HaproxyRouterConfig
+from zerodown.domain.events import DeploymentState, EventKind
+from zerodown.domain.records import DeploymentRecord
 from zerodown.engine.deployer import Deployer, DeployRequest
-from zerodown.engine.events import DeploymentState, EventKind
 from zerodown.engine.recovery import recover_unfinished
 from zerodown.loadgen import LoadReport, LoadSpec, run_load
 from zerodown.routers.base import Router, RouterBackend
 from zerodown.routers.registry import router_backend
 from zerodown.runtimes.local import LocalRuntime
-from zerodown.store.base import DeploymentRecord
 from zerodown.store.sql import SqlHistoryStore, open_store
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]

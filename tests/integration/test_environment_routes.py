@@ -27,8 +27,8 @@ import yaml
 
 from zerodown.config.loader import LoadedConfig, load_config
 from zerodown.control_plane import ControlPlane
+from zerodown.domain.events import DeploymentState
 from zerodown.engine.deployer import DeployRequest
-from zerodown.engine.events import DeploymentState
 from zerodown.loadgen import LoadSpec, run_load
 from zerodown.routers.builtin.client import BuiltinRouter
 from zerodown.routers.builtin.pool import stop_pool, worker_dirs

@@ -18,7 +18,7 @@ from tests.integration.notify_fixtures import Received, receiver
 from tests.unit.fakes import Harness, make_loaded
 
 from zerodown.config.notifications import NotificationsConfig
-from zerodown.engine.events import DeploymentState
+from zerodown.domain.events import DeploymentState
 from zerodown.notifiers.base import ReferenceResolver
 from zerodown.notifiers.deployment import DeploymentNotifier
 from zerodown.notifiers.dispatcher import NotificationDispatcher, dispatcher_from_config

@@ -16,7 +16,7 @@ from tests.integration.pipeline_fixtures import commit, free_port, git, make_pip
 from zerodown.config import load_config
 from zerodown.config.routes import environment_listen
 from zerodown.control_plane import ControlPlane
-from zerodown.engine.events import DeploymentState
+from zerodown.domain.events import DeploymentState
 from zerodown.loadgen import LoadSpec, run_load
 from zerodown.pipeline.history import PipelineHistory
 from zerodown.pipeline.model import RunRecord, RunState

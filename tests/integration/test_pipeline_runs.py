@@ -13,12 +13,12 @@ import pytest
 from tests.integration.pipeline_fixtures import commit, free_port, git, make_pipeline_repo
 
 from zerodown.config import load_config
-from zerodown.engine.events import DeploymentState
+from zerodown.domain.events import DeploymentState
+from zerodown.domain.records import DeploymentRecord
 from zerodown.pipeline.approvals import approve
 from zerodown.pipeline.history import PipelineHistory
 from zerodown.pipeline.model import JobState, PipelineNotice, RunRecord, RunState
 from zerodown.pipeline.runner import PipelineRunner
-from zerodown.store.base import DeploymentRecord
 from zerodown.store.sql import SqlHistoryStore, open_store
 
 WAIT_STEPS = 400  # x 0.05 s: the longest a test waits for a run to reach a state

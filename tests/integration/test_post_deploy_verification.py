@@ -15,7 +15,7 @@ from tests.integration.verify_fixtures import (
 
 from zerodown.config.loader import load_config
 from zerodown.control_plane import ControlPlane
-from zerodown.engine.events import DeploymentState, EventKind
+from zerodown.domain.events import DeploymentState, EventKind
 from zerodown.verify.verifier import PostDeployVerifier
 
 __all__ = ["stack", "verify_stack"]  # the fixtures, imported so pytest finds them

@@ -16,11 +16,11 @@ import yaml
 from tests.integration.test_deploy_local import WEBAPP, Load, Stack, stack
 
 from zerodown.config.loader import LoadedConfig, load_config
+from zerodown.domain.events import DeploymentState, EventKind
+from zerodown.domain.records import DeploymentRecord
 from zerodown.engine.deployer import Deployer, DeployRequest
-from zerodown.engine.events import DeploymentState, EventKind
 from zerodown.engine.extensions import DeploymentContext
 from zerodown.errors import VerificationFailed
-from zerodown.store.base import DeploymentRecord
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 __all__ = ["stack"]  # the fixture, re-used from the deploy tests

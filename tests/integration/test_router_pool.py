@@ -23,8 +23,8 @@ import yaml
 
 from zerodown.config.loader import load_config
 from zerodown.control_plane import ControlPlane
+from zerodown.domain.events import DeploymentState
 from zerodown.engine.deployer import DeployRequest
-from zerodown.engine.events import DeploymentState
 from zerodown.loadgen import LoadReport, LoadSpec, run_load
 from zerodown.routers.base import Router, RouteSpec
 from zerodown.routers.builtin.client import BuiltinRouter

@@ -24,11 +24,11 @@ from tests.integration.verify_fixtures import WEBAPP, VerifyStack, run_command, 
 from zerodown.config.loader import LoadedConfig, load_config
 from zerodown.config.secrets import SecretSourceConfig
 from zerodown.control_plane import ControlPlane
+from zerodown.domain.events import DeploymentState, EventKind
+from zerodown.domain.records import DeploymentRecord
 from zerodown.engine.deployer import DeployRequest
-from zerodown.engine.events import DeploymentState, EventKind
 from zerodown.secrets import open_secret_store
 from zerodown.secrets.masking import encodings
-from zerodown.store.base import DeploymentRecord
 
 __all__ = ["stack", "verify_stack"]  # the fixtures, imported so pytest finds them
 

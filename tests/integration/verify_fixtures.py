@@ -13,9 +13,9 @@ import yaml
 from tests.integration.test_deploy_local import Stack
 
 from zerodown.config.loader import LoadedConfig, load_config
+from zerodown.domain.events import DeploymentEvent, EventKind
+from zerodown.domain.records import DeploymentRecord
 from zerodown.engine.deployer import Deployer, DeployRequest
-from zerodown.engine.events import DeploymentEvent, EventKind
-from zerodown.store.base import DeploymentRecord
 from zerodown.verify.verifier import PostDeployVerifier
 
 REPO = Path(__file__).resolve().parents[2]

@@ -17,8 +17,9 @@ from typing import Any
 
 from zerodown.config.loader import LoadedConfig
 from zerodown.config.model import ZerodownConfig
+from zerodown.domain.events import DeploymentEvent, DeploymentState
+from zerodown.domain.records import DeploymentRecord, LockHolder
 from zerodown.engine.deployer import Deployer, DeployRequest
-from zerodown.engine.events import DeploymentEvent, DeploymentState
 from zerodown.errors import (
     InstanceNotFound,
     LockHeld,
@@ -37,7 +38,6 @@ from zerodown.routers.base import (
     TargetStatus,
 )
 from zerodown.runtimes.base import InstanceInfo, InstanceSpec, InstanceState
-from zerodown.store.base import DeploymentRecord, LockHolder
 
 
 @dataclass

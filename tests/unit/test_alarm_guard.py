@@ -11,10 +11,10 @@ import pytest
 from zerodown.alarms.guard import AlarmGuard
 from zerodown.clock import FakeClock
 from zerodown.config.model import EnvironmentConfig, ServiceConfig
-from zerodown.engine.events import DeploymentState, EventKind
+from zerodown.domain.events import DeploymentState, EventKind
+from zerodown.domain.records import DeploymentRecord
 from zerodown.engine.extensions import DeploymentContext
 from zerodown.errors import AlarmTriggered
-from zerodown.store.base import DeploymentRecord
 
 ALARM = {
     "name": "api-5xx",

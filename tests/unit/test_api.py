@@ -17,8 +17,8 @@ from tests.unit.fakes import FakeProber, FakeRouter, FakeRuntime, make_loaded
 from zerodown.config.loader import LoadedConfig
 from zerodown.config.server import ServerConfig
 from zerodown.control_plane import ControlPlane
+from zerodown.domain.events import DeploymentEvent, DeploymentObserver, DeploymentState, EventKind
 from zerodown.engine.deployer import Deployer
-from zerodown.engine.events import DeploymentEvent, DeploymentObserver, DeploymentState, EventKind
 from zerodown.server.api import create_app
 from zerodown.server.auth import TokenStore, hash_token
 from zerodown.store.sql import SqlHistoryStore, open_store
@@ -301,7 +301,7 @@ async def test_a_deployment_carries_its_canary_progress_and_the_actions_that_app
 ) -> None:
     """A canary holding its first step (10 % for 60 s, the default steps) offers Promote and
     Pause; paused, it offers Resume instead; a finished rolling deploy offers nothing."""
-    from zerodown.store.base import DeploymentRecord
+    from zerodown.domain.records import DeploymentRecord
 
     first = (await api.deploy("v1")).json()["id"]
     await api.follow(first)
@@ -347,7 +347,7 @@ async def test_an_environment_removed_from_zerodown_yml_leaves_the_kpis_and_serv
 
     from zerodown import control_plane
     from zerodown.config.loader import load_config
-    from zerodown.store.base import DeploymentRecord
+    from zerodown.domain.records import DeploymentRecord
 
     def write(environments: list[str]) -> Path:
         service = {"workdir": ".", "run": "python app.py", "health": FAST_HEALTH}

@@ -4,9 +4,9 @@ weights per revision, waiting for promote, paused, and which buttons apply in ea
 from __future__ import annotations
 
 from zerodown.config.progressive import CanaryStep
-from zerodown.engine.events import DeploymentEvent, DeploymentState, EventKind
+from zerodown.domain.events import DeploymentEvent, DeploymentState, EventKind
+from zerodown.domain.records import DeploymentRecord
 from zerodown.server.canary_progress import canary_progress, deployment_actions
-from zerodown.store.base import DeploymentRecord
 
 STEPS = (CanaryStep(weight=20), CanaryStep(weight=50, pause=60.0))
 

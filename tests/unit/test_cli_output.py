@@ -23,13 +23,13 @@ from zerodown.cli import metrics as metrics_cli
 from zerodown.config import LoadedConfig
 from zerodown.config.model import ZerodownConfig
 from zerodown.control_plane import FleetStatus
+from zerodown.domain.events import DeploymentState
+from zerodown.domain.records import DeploymentRecord
 from zerodown.engine.deployer import DeployRequest
-from zerodown.engine.events import DeploymentState
 from zerodown.health.spec import TargetHealth
 from zerodown.refs import REF_LABEL, given_ref, revision_label
 from zerodown.routers.base import RouteSpec, RouteStatus, TargetSpec, TargetStatus
 from zerodown.server.views import deployment_view, fleet_view
-from zerodown.store.base import DeploymentRecord
 
 SHA = "1f03ba05cafe0123456789abcdef0123456789ab"
 OLD = "0aa0bb11cc22dd33ee44ff5566778899aabbccdd"

@@ -11,11 +11,11 @@ from typing import Any
 import pytest
 from tests.unit.fakes import Harness, make_loaded
 
+from zerodown.domain.events import DeploymentState
+from zerodown.domain.records import LockHolder
 from zerodown.engine.deployer import DeployRequest
-from zerodown.engine.events import DeploymentState
 from zerodown.engine.recovery import recover_unfinished
 from zerodown.errors import BuildFailed, DeploymentAborted, LockHeld
-from zerodown.store.base import LockHolder
 
 
 async def _on_v1(tmp_path: Path, *, instances: int = 2, **kw: Any) -> Harness:

@@ -9,8 +9,8 @@ from pathlib import Path
 
 from tests.unit.fakes import Harness, make_loaded
 
+from zerodown.domain.events import DeploymentState
 from zerodown.engine.deployer import DeployRequest
-from zerodown.engine.events import DeploymentState
 from zerodown.engine.extensions import DeploymentContext
 from zerodown.errors import HealthCheckFailed, ZerodownError
 from zerodown.runtimes.base import InstanceInfo, InstanceSpec

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from zerodown.config.model import HookConfig
-from zerodown.engine.events import DeploymentEvent, EventKind
+from zerodown.domain.events import DeploymentEvent, EventKind
 from zerodown.engine.hooks import MAX_OUTPUT_LINES, HookRunner
 from zerodown.errors import HookFailed
 

@@ -17,7 +17,7 @@ from zerodown.cli.app import app
 from zerodown.clock import FakeClock
 from zerodown.config.notifications import NotificationsConfig
 from zerodown.control_plane import ControlPlane
-from zerodown.engine.events import DeploymentEvent
+from zerodown.domain.events import DeploymentEvent
 from zerodown.errors import ConfigError, NotificationFailed
 from zerodown.notifiers.base import DeliveryAttempt, Notification, ReferenceResolver, Severity
 from zerodown.notifiers.deployment import DeploymentNotifier, describe_duration

@@ -13,7 +13,7 @@ from tests.unit.fakes import FAST_HEALTH, Harness, make_loaded
 from zerodown.cli.progress import ANALYSIS_EVERY, PROBE_SUMMARY_EVERY, ConsoleProgress
 from zerodown.config import LoadedConfig
 from zerodown.config.model import ZerodownConfig
-from zerodown.engine.events import DeploymentEvent, DeploymentState, EventKind
+from zerodown.domain.events import DeploymentEvent, DeploymentState, EventKind
 
 SHA = "1f03ba05cafe0123456789abcdef0123456789ab"
 OLD = "0aa0bb11cc22dd33ee44ff5566778899aabbccdd"

@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 from tests.unit.fakes import FakeRouter, Harness, make_loaded
 
+from zerodown.domain.events import DeploymentState, EventKind
 from zerodown.engine.analysis import RevisionStats
 from zerodown.engine.commands import Command, send_command, take_commands
-from zerodown.engine.events import DeploymentState, EventKind
 from zerodown.engine.strategies.blue_green import WARM_UNTIL, reap_expired_blue
 from zerodown.errors import StoreError
 from zerodown.routers.base import TargetHealth, TargetSpec

@@ -12,7 +12,8 @@ from pydantic import ValidationError
 from tests.unit.fakes import Harness, make_loaded
 
 from zerodown.config.secrets import SecretSourceConfig
-from zerodown.engine.events import DeploymentState, EventKind
+from zerodown.domain.events import DeploymentState, EventKind
+from zerodown.domain.records import LockHolder
 from zerodown.engine.recovery import recover_unfinished
 from zerodown.errors import SecretsError
 from zerodown.runtimes.base import InstanceInfo, InstanceSpec
@@ -21,7 +22,6 @@ from zerodown.secrets.base import SecretStore, variable_name
 from zerodown.secrets.env_source import SecretsEnvSource
 from zerodown.secrets.local import KEY_ENV, LocalSecretStore, new_key
 from zerodown.secrets.masking import SECRET_NAMES_ENV, SecretMasker
-from zerodown.store.base import LockHolder
 
 SECRET = "s3cr3t-db-password-42"
 

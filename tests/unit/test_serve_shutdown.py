@@ -9,10 +9,10 @@ from pathlib import Path
 from tests.unit.fakes import Harness, make_loaded
 
 from zerodown.control_plane import ControlPlane
+from zerodown.domain.events import DeploymentState
+from zerodown.domain.records import DeploymentRecord, LockHolder
 from zerodown.engine.deployer import DeployRequest
-from zerodown.engine.events import DeploymentState
 from zerodown.server.socket_api import ControlPlaneServer
-from zerodown.store.base import DeploymentRecord, LockHolder
 
 
 async def test_a_deployment_waiting_for_its_lock_when_serve_stops_is_aborted_once_it_starts(

@@ -22,9 +22,9 @@ from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
 from zerodown.clock import FakeClock
-from zerodown.engine.events import DeploymentEvent, DeploymentState, EventKind
+from zerodown.domain.events import DeploymentEvent, DeploymentState, EventKind
+from zerodown.domain.records import DeploymentRecord, LockHolder
 from zerodown.errors import LockHeld, StoreError
-from zerodown.store.base import DeploymentRecord, LockHolder
 from zerodown.store.database import HEAD_REVISIONS, MIGRATIONS, alembic_config
 from zerodown.store.locking import process_start_ticks, this_process_holder
 from zerodown.store.schema import (

@@ -8,7 +8,7 @@ from typing import Any
 from tests.unit.fakes import Harness, make_loaded
 
 from zerodown.config.model import HOOK_ORDER
-from zerodown.engine.events import DeploymentState
+from zerodown.domain.events import DeploymentState
 
 
 async def _fleet_on_v1(

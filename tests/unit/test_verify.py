@@ -22,12 +22,12 @@ from zerodown.config.verify import (
     VerifyConfig,
     merge_verify,
 )
-from zerodown.engine.events import DeploymentState, EventKind
+from zerodown.domain.events import DeploymentState, EventKind
+from zerodown.domain.records import DeploymentRecord
 from zerodown.engine.extensions import DeploymentContext
 from zerodown.errors import VerificationFailed
 from zerodown.metrics.logfilters import ERROR_LINES, SLOW_QUERIES, count_matches
 from zerodown.runtimes.base import InstanceSpec
-from zerodown.store.base import DeploymentRecord
 from zerodown.verify.dependencies import judge_components
 from zerodown.verify.jsonpath import MISSING, parse_json_path
 from zerodown.verify.logscan import to_filter

@@ -16,11 +16,11 @@ from zerodown.clock import FakeClock
 from zerodown.config import parse_config
 from zerodown.config.model import EnvironmentConfig, ServiceConfig
 from zerodown.config.verify import SmokeCheck
-from zerodown.engine.events import DeploymentState, EventKind
+from zerodown.domain.events import DeploymentState, EventKind
+from zerodown.domain.records import DeploymentRecord
 from zerodown.engine.extensions import DeploymentContext
 from zerodown.errors import ConfigError, SecretsError, VerificationFailed
 from zerodown.runtimes.base import InstanceSpec
-from zerodown.store.base import DeploymentRecord
 from zerodown.verify.placeholder_values import PlaceholderValues
 from zerodown.verify.placeholders import (
     Placeholder,

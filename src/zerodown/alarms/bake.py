@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from zerodown.clock import Clock, SystemClock
-from zerodown.engine.events import EventKind
+from zerodown.domain.events import EventKind
 from zerodown.engine.extensions import DeploymentContext
 
 PROD_BAKE = 300.0  # seconds, for an environment named prod without `bake_window`

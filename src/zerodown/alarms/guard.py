@@ -12,7 +12,7 @@ from zerodown.alarms.evaluate import AlarmEvaluator, Transition
 from zerodown.alarms.history import record_transition
 from zerodown.alarms.model import LOG_PREFIX, AlarmDefinition, AlarmState
 from zerodown.clock import Clock, SystemClock
-from zerodown.engine.events import EventKind
+from zerodown.domain.events import EventKind
 from zerodown.engine.extensions import DeploymentContext
 from zerodown.errors import AlarmTriggered, ZerodownError
 from zerodown.metrics.logfilters import LogMetricFilter, LogTail

@@ -20,8 +20,8 @@ from zerodown.errors import ConfigError, ZerodownError
 if TYPE_CHECKING:  # imported where used, so that the CLI starts fast
     from zerodown.config import LoadedConfig
     from zerodown.control_plane import ControlPlane
+    from zerodown.domain.records import DeploymentRecord
     from zerodown.engine.deployer import Deployer
-    from zerodown.store.base import DeploymentRecord
 
 console = lazy_console(highlight=False)
 T = TypeVar("T")
@@ -171,7 +171,7 @@ def _run_remote(
 
 
 def _finish(record: DeploymentRecord) -> None:
-    from zerodown.engine.events import DeploymentState
+    from zerodown.domain.events import DeploymentState
     from zerodown.server.views import record_revision_label
 
     seconds = f"{record.duration:.1f}s" if record.duration is not None else "-"

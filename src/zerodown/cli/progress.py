@@ -13,7 +13,7 @@ from typing import Any
 
 from rich.console import Console
 
-from zerodown.engine.events import DeploymentEvent, EventKind
+from zerodown.domain.events import DeploymentEvent, EventKind
 from zerodown.refs import revision_label
 from zerodown.secrets.masking import global_masker
 

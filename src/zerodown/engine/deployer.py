@@ -21,14 +21,15 @@ from typing import Any, Protocol
 from zerodown.clock import Clock, SystemClock
 from zerodown.config.loader import LoadedConfig
 from zerodown.config.model import EnvironmentConfig, ServiceConfig, StrategyConfig
-from zerodown.engine.analysis import RevisionStatsSource, RouterMetricsSource
-from zerodown.engine.commands import inbox_for
-from zerodown.engine.events import (
+from zerodown.domain.events import (
     DeploymentObserver,
     DeploymentState,
     EventKind,
     check_transition,
 )
+from zerodown.domain.records import DeploymentRecord
+from zerodown.engine.analysis import RevisionStatsSource, RouterMetricsSource
+from zerodown.engine.commands import inbox_for
 from zerodown.engine.extensions import (
     DeploymentContext,
     DeploymentGuard,
@@ -47,7 +48,7 @@ from zerodown.refs import REF_LABEL, given_ref
 from zerodown.revisions import commit_info, prepare_release, resolve_revision
 from zerodown.routers.base import Router
 from zerodown.runtimes.base import Runtime
-from zerodown.store.base import DeploymentRecord, HistoryStore
+from zerodown.store.base import HistoryStore
 from zerodown.store.locking import process_start_ticks, this_process_holder
 
 log = logging.getLogger(__name__)

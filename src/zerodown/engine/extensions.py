@@ -19,10 +19,10 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from zerodown.config.model import EnvironmentConfig, ServiceConfig
-from zerodown.engine.events import EventKind
+from zerodown.domain.events import EventKind
+from zerodown.domain.records import DeploymentRecord
 from zerodown.routers.base import Router
 from zerodown.runtimes.base import InstanceInfo, Runtime
-from zerodown.store.base import DeploymentRecord
 
 Emit = Callable[[EventKind, str, dict[str, Any] | None], Awaitable[None]]
 

@@ -19,7 +19,7 @@ from typing import Any, Protocol, TypeVar
 
 from zerodown.clock import Clock, SystemClock
 from zerodown.config.model import EnvironmentConfig, ServiceConfig
-from zerodown.engine.events import EventKind
+from zerodown.domain.events import EventKind
 from zerodown.errors import HealthCheckFailed, InstanceNotFound, RouterError, RuntimeBackendError
 from zerodown.health.checks import Prober, ProbeResult, probe
 from zerodown.health.monitor import wait_until_healthy

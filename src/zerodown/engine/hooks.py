@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 
 from zerodown.config.model import HookConfig
-from zerodown.engine.events import DeploymentEvent, EventKind
+from zerodown.domain.events import DeploymentEvent, EventKind
 from zerodown.errors import HookFailed
 from zerodown.shell import ShellResult, run_shell
 

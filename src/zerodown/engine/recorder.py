@@ -9,7 +9,7 @@ from dataclasses import replace
 from typing import Any
 
 from zerodown.clock import Clock
-from zerodown.engine.events import DeploymentEvent, DeploymentObserver, EventKind
+from zerodown.domain.events import DeploymentEvent, DeploymentObserver, EventKind
 from zerodown.engine.extensions import Masker, mask_value
 from zerodown.store.base import HistoryStore
 

@@ -13,15 +13,16 @@ from collections.abc import Sequence
 
 from zerodown.clock import Clock
 from zerodown.config.loader import LoadedConfig
+from zerodown.domain.events import DeploymentObserver, DeploymentState, EventKind
+from zerodown.domain.records import DeploymentRecord
 from zerodown.engine.deployer import Deployer, DeploymentRun, describe_failure, run_shielded
-from zerodown.engine.events import DeploymentObserver, DeploymentState, EventKind
 from zerodown.engine.extensions import EnvSource, Masker
 from zerodown.engine.fleet import dominant_revision, run_all
 from zerodown.errors import ConfigError, LockHeld
 from zerodown.health.checks import Prober
 from zerodown.routers.base import Router, TargetHealth
 from zerodown.runtimes.base import Runtime
-from zerodown.store.base import DeploymentRecord, HistoryStore
+from zerodown.store.base import HistoryStore
 from zerodown.store.locking import process_start_ticks, this_process_holder
 
 log = logging.getLogger(__name__)

@@ -13,11 +13,12 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from zerodown.engine.events import DeploymentEvent, DeploymentState, EventKind
+from zerodown.domain.events import DeploymentEvent, DeploymentState, EventKind
+from zerodown.domain.records import DeploymentRecord
 from zerodown.notifiers.base import Notification, NotificationKind, Severity
 from zerodown.notifiers.dispatcher import NotificationDispatcher
 from zerodown.routers.base import Router
-from zerodown.store.base import DeploymentRecord, HistoryStore
+from zerodown.store.base import HistoryStore
 
 log = logging.getLogger(__name__)
 

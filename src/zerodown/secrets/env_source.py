@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from zerodown.config.secrets import SecretSourceConfig
-from zerodown.engine.events import EventKind
+from zerodown.domain.events import EventKind
 from zerodown.engine.extensions import DeploymentContext
 from zerodown.secrets import effective_sources, open_secret_store
 from zerodown.secrets.base import SecretStore

@@ -10,6 +10,7 @@ from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
+from zerodown.domain.records import DeploymentRecord
 from zerodown.engine.deployer import Deployer, DeployRequest
 from zerodown.errors import ConfigError
 from zerodown.server.actions import Conflict, Started, not_found_or_bad
@@ -22,7 +23,6 @@ from zerodown.server.api_state import (
     require_target,
     state_of,
 )
-from zerodown.store.base import DeploymentRecord
 
 
 class DeployBody(BaseModel):

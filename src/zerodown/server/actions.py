@@ -12,10 +12,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from zerodown.control_plane import ControlPlane
+from zerodown.domain.events import DeploymentEvent, DeploymentObserver
+from zerodown.domain.records import DeploymentRecord
 from zerodown.engine.deployer import Deployer
-from zerodown.engine.events import DeploymentEvent, DeploymentObserver
 from zerodown.errors import ConfigError, LockHeld, ZerodownError
-from zerodown.store.base import DeploymentRecord
 
 log = logging.getLogger(__name__)
 

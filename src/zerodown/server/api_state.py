@@ -13,11 +13,11 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from zerodown.config.model import ZerodownConfig
 from zerodown.config.server import ServerConfig
 from zerodown.control_plane import ControlPlane, check_target
+from zerodown.domain.records import DeploymentRecord
 from zerodown.errors import ConfigError, StoreError
 from zerodown.server.actions import DeploymentLauncher, Running
 from zerodown.server.auth import TokenStore
 from zerodown.server.streams import BusObserver, EventBus
-from zerodown.store.base import DeploymentRecord
 
 NAME = r"^[a-z][a-z0-9-]{0,62}$"
 bearer = HTTPBearer(auto_error=False, description="A token from `zerodown token create NAME`.")

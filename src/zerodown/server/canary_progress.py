@@ -11,8 +11,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from zerodown.config.progressive import CanaryStep
-from zerodown.engine.events import DeploymentEvent, DeploymentState, EventKind
-from zerodown.store.base import DeploymentRecord
+from zerodown.domain.events import DeploymentEvent, DeploymentState, EventKind
+from zerodown.domain.records import DeploymentRecord
 
 # States in which `abort` can still change the outcome (rolling back is already the undo).
 ABORTABLE = (DeploymentState.PENDING, DeploymentState.IN_PROGRESS)

@@ -37,7 +37,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from zerodown.engine.events import DeploymentState
+from zerodown.domain.events import DeploymentState
 
 WEEK = 7 * 86400.0
 _TERMINAL = [s.value for s in DeploymentState if s.terminal]

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
     from zerodown.config import LoadedConfig
     from zerodown.control_plane import ControlPlane
-    from zerodown.engine.events import DeploymentObserver
+    from zerodown.domain.events import DeploymentObserver
     from zerodown.server.http import HttpServer
     from zerodown.server.socket_api import ControlPlaneServer
 

@@ -13,7 +13,8 @@ from fastapi.responses import StreamingResponse
 
 from zerodown import __version__
 from zerodown.control_plane import FleetStatus
-from zerodown.engine.events import DeploymentState
+from zerodown.domain.events import DeploymentState
+from zerodown.domain.records import DeploymentRecord
 from zerodown.routers.base import TrafficMetrics
 from zerodown.server.api_state import (
     NAME,
@@ -29,7 +30,6 @@ from zerodown.server.canary_progress import canary_progress, deployment_actions
 from zerodown.server.kpis import compute_kpis
 from zerodown.server.streams import deployment_stream
 from zerodown.server.views import deployment_view, event_view, fleet_view
-from zerodown.store.base import DeploymentRecord
 
 
 def read_routes() -> APIRouter:

@@ -17,9 +17,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from zerodown.engine.events import DeploymentEvent, DeploymentState, EventKind
+from zerodown.domain.events import DeploymentEvent, DeploymentState, EventKind
+from zerodown.domain.records import DeploymentRecord
 from zerodown.errors import ConfigError, ZerodownError
-from zerodown.store.base import DeploymentRecord
 
 if TYPE_CHECKING:  # the CLI's client side (`call`) must not load the engine
     from zerodown.control_plane import ControlPlane

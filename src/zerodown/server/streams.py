@@ -13,7 +13,7 @@ import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
-from zerodown.engine.events import DeploymentEvent, EventKind
+from zerodown.domain.events import DeploymentEvent, EventKind
 from zerodown.server.views import deployment_view, event_view
 from zerodown.store.base import HistoryStore
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from zerodown.control_plane import ControlPlane, FleetStatus, Orphan
-from zerodown.engine.events import DeploymentEvent
+from zerodown.domain.events import DeploymentEvent
+from zerodown.domain.records import DeploymentRecord
 from zerodown.refs import REF_LABEL, revision_label
-from zerodown.store.base import DeploymentRecord
 
 
 def record_revision_label(record: DeploymentRecord) -> str:

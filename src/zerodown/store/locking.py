@@ -15,8 +15,8 @@ from pathlib import Path
 
 from sqlalchemy.orm import Session
 
+from zerodown.domain.records import LockHolder
 from zerodown.errors import LockHeld
-from zerodown.store.base import LockHolder
 from zerodown.store.schema import LockRow
 
 _PROC = Path("/proc")

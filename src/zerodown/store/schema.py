@@ -27,8 +27,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
-from zerodown.engine.events import DeploymentEvent, DeploymentState, EventKind
-from zerodown.store.base import DeploymentRecord
+from zerodown.domain.events import DeploymentEvent, DeploymentState, EventKind
+from zerodown.domain.records import DeploymentRecord
 
 # Named constraints keep migrations deterministic across SQLite and PostgreSQL.
 NAMING_CONVENTION = {

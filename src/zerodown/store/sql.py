@@ -23,9 +23,10 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import sessionmaker
 
 from zerodown.clock import Clock, SystemClock
-from zerodown.engine.events import DeploymentEvent, DeploymentState
+from zerodown.domain.events import DeploymentEvent, DeploymentState
+from zerodown.domain.records import DeploymentRecord, LockHolder
 from zerodown.errors import LockHeld, StoreError
-from zerodown.store.base import DeploymentRecord, HistoryStore, LockHolder
+from zerodown.store.base import HistoryStore
 from zerodown.store.database import (
     BUSY_TIMEOUT_MS,
     HEAD_REVISIONS,

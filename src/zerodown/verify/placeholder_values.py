@@ -14,7 +14,7 @@ from dataclasses import replace
 from typing import Protocol
 
 from zerodown.config.verify import SmokeCheck
-from zerodown.engine.events import EventKind
+from zerodown.domain.events import EventKind
 from zerodown.engine.extensions import DeploymentContext, mask_value
 from zerodown.errors import SecretsError, VerificationFailed
 from zerodown.secrets.masking import SecretMasker

@@ -15,7 +15,7 @@ import httpx
 from zerodown.clock import Clock, SystemClock
 from zerodown.config.routes import route_hosts
 from zerodown.config.verify import LogScanConfig, SmokeCheck, VerifyConfig, merge_verify
-from zerodown.engine.events import EventKind
+from zerodown.domain.events import EventKind
 from zerodown.engine.extensions import DeploymentContext
 from zerodown.errors import VerificationFailed
 from zerodown.runtimes.base import InstanceInfo, InstanceState

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from zerodown.engine.events import EventKind
+from zerodown.domain.events import EventKind
 from zerodown.engine.strategies.base import (
     BatchTimer,
     StrategyContext,

@@ -7,9 +7,9 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from zerodown.config.model import StrategyConfig
+from zerodown.domain.events import EventKind
 from zerodown.engine.analysis import RevisionStatsSource
 from zerodown.engine.commands import CommandInbox
-from zerodown.engine.events import EventKind
 from zerodown.engine.extensions import DeploymentContext, Verifier
 from zerodown.engine.fleet import Fleet, FleetMember, ReleaseSource, run_all
 from zerodown.engine.plan import min_healthy_for, plan_batches

@@ -12,7 +12,7 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from zerodown.engine.events import EventKind
+from zerodown.domain.events import EventKind
 from zerodown.engine.fleet import DEFAULT_WEIGHT, FleetMember, run_all
 from zerodown.engine.strategies.base import (
     BatchTimer,

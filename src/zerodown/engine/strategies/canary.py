@@ -14,9 +14,9 @@ import math
 from dataclasses import dataclass, field
 
 from zerodown.config.progressive import CanaryStep
+from zerodown.domain.events import EventKind
 from zerodown.engine.analysis import AnalysisResult, RouterMetricsSource, Verdict, judge
 from zerodown.engine.commands import Command
-from zerodown.engine.events import EventKind
 from zerodown.engine.fleet import DEFAULT_WEIGHT, FleetMember, run_all
 from zerodown.engine.strategies.base import (
     BatchTimer,

@@ -7,9 +7,10 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Protocol
 
 from zerodown.config import LoadedConfig
+from zerodown.domain.events import DeploymentObserver, DeploymentState
+from zerodown.domain.records import DeploymentRecord
 from zerodown.engine.deployer import DeployRequest
-from zerodown.engine.events import DeploymentObserver, DeploymentState
-from zerodown.store.base import DeploymentRecord, HistoryStore
+from zerodown.store.base import HistoryStore
 
 if TYPE_CHECKING:
     from zerodown.control_plane import ControlPlane

@@ -1,0 +1,4 @@
+"""Domain types every layer shares: deployment states, events and records.
+
+They sit below the store, the server and the engine; nothing here imports any of them.
+"""
