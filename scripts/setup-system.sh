@@ -11,6 +11,13 @@ command -v git >/dev/null || need+=(git)
 command -v chromium >/dev/null || need+=(chromium)   # dashboard tests drive it with Playwright
 # PostgreSQL server binaries for the history store's PostgreSQL tests (Debian keeps them off PATH)
 command -v pg_ctl >/dev/null || ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || need+=(postgresql)
+# Containers: podman's Docker-compatible API service (runc: crun fails here), a local registry,
+# debootstrap for base images built locally (no public image registry is reachable), skopeo.
+command -v podman >/dev/null || need+=(podman)
+command -v runc >/dev/null || need+=(runc)
+command -v docker-registry >/dev/null || need+=(docker-registry)
+command -v debootstrap >/dev/null || need+=(debootstrap)
+command -v skopeo >/dev/null || need+=(skopeo)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then
     echo "zerodown: missing system packages: ${need[*]} (run as root or install them: apt-get install ${need[*]})" >&2
@@ -20,4 +27,17 @@ if [ ${#need[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+# podman: runc as the OCI runtime, and container rlimits the machine's hard limits allow (runc is
+# refused rlimits above them: "error setting rlimit type 7: operation not permitted").
+if [ "$(id -u)" = 0 ] && [ ! -e /etc/containers/containers.conf ]; then
+  nofile=$(ulimit -Hn); [ "$nofile" = unlimited ] && nofile=1048576
+  mkdir -p /etc/containers
+  cat > /etc/containers/containers.conf <<CONF
+# written by zerodown's scripts/setup-system.sh
+[containers]
+default_ulimits = ["nofile=${nofile}:${nofile}", "nproc=4096:4096"]
+[engine]
+runtime = "runc"
+CONF
 fi
