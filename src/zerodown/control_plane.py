@@ -15,6 +15,7 @@ from zerodown.config import LoadedConfig
 from zerodown.config.routes import environment_listen, route_hosts, router_addresses
 from zerodown.domain.events import DeploymentObserver
 from zerodown.domain.records import DeploymentRecord
+from zerodown.domain.routes import parse_route_name, route_name
 from zerodown.engine.deployer import Deployer
 from zerodown.engine.extensions import DeploymentGuard, EnvSource, Masker, Verifier
 from zerodown.engine.recovery import recover_unfinished
@@ -107,7 +108,7 @@ async def bind_routes_to_environments(router: Router, loaded: LoadedConfig) -> N
     (routes from before per-environment addresses matched every address and collided)."""
     config = loaded.config
     for status in await router.status():
-        service, _, environment = status.route.service.partition(".")
+        service, environment = parse_route_name(status.route.service)
         if service not in config.services or environment not in config.environments:
             continue
         env = config.environments[environment]
@@ -291,7 +292,7 @@ class ControlPlane:
                     FleetStatus(
                         service=service,
                         environment=environment,
-                        route=routes.get(f"{service}.{environment}"),
+                        route=routes.get(route_name(service, environment)),
                         instances=tuple(
                             i
                             for i in instances
@@ -315,14 +316,14 @@ class ControlPlane:
             if key[0] not in config.services or key[1] not in config.environments:
                 found.setdefault(key, []).append(info)
         for name in routes:
-            service, _, environment = name.partition(".")
+            service, environment = parse_route_name(name)
             if service not in config.services or environment not in config.environments:
                 found.setdefault((service, environment), [])
         return [
             Orphan(
                 service,
                 environment,
-                routes.get(f"{service}.{environment}"),
+                routes.get(route_name(service, environment)),
                 tuple(infos),
                 environment_defined=environment in config.environments,
             )
@@ -343,7 +344,7 @@ class ControlPlane:
                     f"{holder.deployment_id[:8]}): abort it or wait, then stop"
                 )
         for route in await self.router.status():
-            route_service, _, route_env = route.route.service.partition(".")
+            route_service, route_env = parse_route_name(route.route.service)
             if route_env == environment and route_service in names:
                 await self.router.remove_route(route.route.service)
         stopped = 0

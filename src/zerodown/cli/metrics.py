@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 import typer
 
 from zerodown.cli.console import lazy_console
+from zerodown.domain.routes import route_name
 from zerodown.errors import ConfigError
 
 if TYPE_CHECKING:  # imported where used, so that the CLI starts fast
@@ -85,7 +86,7 @@ def metrics(
         now = float(data["now"])
         rows = []
         for name, environment in wanted:
-            route = f"{name}.{environment}"
+            route = route_name(name, environment)
             points = [p for p in data["datapoints"] if p["service"] == route]
             for group in aggregate(points, by=("revision",), since=now - window):
                 row = group.to_json()
@@ -142,7 +143,7 @@ def alarms(
         for name, environment in wanted:
             for alarm in plane.loaded.config.environments[environment].alarms:
                 evaluator = AlarmEvaluator(alarm.to_definition())
-                evaluator.evaluate(data, f"{name}.{environment}")
+                evaluator.evaluate(data, route_name(name, environment))
                 states.append(
                     {
                         "service": name,

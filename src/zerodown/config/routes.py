@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from zerodown.domain.routes import route_name
 from zerodown.routers.base import canonical_address
 
 if TYPE_CHECKING:
@@ -107,7 +108,7 @@ class PlannedRoute:
 
     @property
     def name(self) -> str:
-        return f"{self.service}.{self.environment}"
+        return route_name(self.service, self.environment)
 
 
 def route_hosts(service_hosts: Sequence[str], env: EnvironmentConfig) -> tuple[str, ...]:

@@ -20,6 +20,7 @@ from typing import Any, Protocol, TypeVar
 from zerodown.clock import Clock, SystemClock
 from zerodown.config.model import EnvironmentConfig, ServiceConfig
 from zerodown.domain.events import EventKind
+from zerodown.domain.routes import route_name
 from zerodown.errors import HealthCheckFailed, InstanceNotFound, RouterError, RuntimeBackendError
 from zerodown.health.checks import Prober, ProbeResult, probe
 from zerodown.health.monitor import wait_until_healthy
@@ -179,7 +180,7 @@ class Fleet:
     @property
     def route_name(self) -> str:
         """The router's name for this service in this environment."""
-        return f"{self.service_name}.{self.environment_name}"
+        return route_name(self.service_name, self.environment_name)
 
     def route_spec(self) -> RouteSpec:
         """The route as the config describes it."""

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 from zerodown.domain.events import DeploymentEvent, DeploymentState, EventKind
 from zerodown.domain.records import DeploymentRecord
+from zerodown.domain.routes import route_name
 from zerodown.notifiers.base import Notification, NotificationKind, Severity
 from zerodown.notifiers.dispatcher import NotificationDispatcher
 from zerodown.routers.base import Router
@@ -194,7 +195,7 @@ class DeploymentNotifier:
         wanted = self.wanted_instances.get(record.service)
         healthy: int | None = None
         if self.router is not None:
-            route = f"{record.service}.{record.environment}"
+            route = route_name(record.service, record.environment)
             try:
                 statuses = await self.router.status(route)
                 healthy = sum(s.healthy_count for s in statuses if s.route.service == route)

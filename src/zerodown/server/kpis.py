@@ -38,6 +38,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from zerodown.domain.events import DeploymentState
+from zerodown.domain.routes import route_name
 
 WEEK = 7 * 86400.0
 _TERMINAL = [s.value for s in DeploymentState if s.terminal]
@@ -382,7 +383,7 @@ def _downtime(
         sa.column("zero_healthy_seconds"),
     )
     m = minutes.c
-    routes = {f"{service}.{environment}": (service, environment) for service, environment in groups}
+    routes = {route_name(*group): group for group in groups}
     query = (
         sa.select(m.service, sa.func.coalesce(sa.func.sum(m.zero_healthy_seconds), 0).label("down"))
         # Health numbers live on the whole-service rows (revision "").

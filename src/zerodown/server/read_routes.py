@@ -15,6 +15,7 @@ from zerodown import __version__
 from zerodown.control_plane import FleetStatus
 from zerodown.domain.events import DeploymentState
 from zerodown.domain.records import DeploymentRecord
+from zerodown.domain.routes import route_name
 from zerodown.routers.base import TrafficMetrics
 from zerodown.server.api_state import (
     NAME,
@@ -182,7 +183,7 @@ def read_routes() -> APIRouter:
         """Requests, 5xx and latency per revision per 10 s period (the router's datapoints)."""
         state = state_of(request)
         await require_target(state, service, environment)
-        return await _metric_series(state, f"{service}.{environment}", minutes)
+        return await _metric_series(state, route_name(service, environment), minutes)
 
     @api.get("/kpis")
     async def kpis(

@@ -7,6 +7,7 @@ from typing import Any
 from zerodown.control_plane import ControlPlane, FleetStatus, Orphan
 from zerodown.domain.events import DeploymentEvent
 from zerodown.domain.records import DeploymentRecord
+from zerodown.domain.routes import route_name
 from zerodown.refs import REF_LABEL, revision_label
 
 
@@ -85,7 +86,7 @@ def fleet_view(item: FleetStatus) -> dict[str, Any]:
     return {
         "service": item.service,
         "environment": item.environment,
-        "route": f"{item.service}.{item.environment}",
+        "route": route_name(item.service, item.environment),
         "listen": list(item.listen),
         "revision": item.revision,
         "revision_label": fleet_revision_label(item, item.revision) if item.revision else None,

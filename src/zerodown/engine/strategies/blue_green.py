@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from zerodown.domain.events import EventKind
+from zerodown.domain.routes import parse_route_name
 from zerodown.engine.fleet import DEFAULT_WEIGHT, FleetMember, run_all
 from zerodown.engine.strategies.base import (
     BatchTimer,
@@ -190,7 +191,7 @@ async def reap_expired_blue(
         ]
         if not expired:
             continue
-        service, _, environment = route.route.service.rpartition(".")
+        service, environment = parse_route_name(route.route.service)
         if store is not None and await store.lock_holder(service, environment) is not None:
             continue
         for target in expired:
