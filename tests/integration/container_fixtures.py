@@ -3,15 +3,14 @@
 Import the fixtures a test module needs (`from tests.integration.container_fixtures import
 podman_api, local_registry, python_image`). Everything runs on this machine: the API on a unix
 socket in a temporary dir, Debian's `docker-registry` on 127.0.0.1:<free port>, and a python3
-base image built once with debootstrap and kept in Podman's storage (no public registry is
-reachable, and tests never pull from the internet). Every process started here is stopped at the
-end of the session, also when a test failed.
+base image built once with debootstrap (`zerodown.images.base.ensure_base_image`) and kept in
+Podman's storage (no public registry is reachable, and tests never pull from the internet).
+Every process started here is stopped at the end of the session, also when a test failed.
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import shutil
@@ -34,10 +33,7 @@ REPO = Path(__file__).resolve().parents[2]
 WEBAPP = REPO / "examples" / "webapp" / "app.py"
 # The test base image: Debian bookworm (minbase) with python3, made with debootstrap.
 PYTHON_IMAGE = "localhost/zerodown-test/python:bookworm"
-DEBIAN_MIRROR = os.environ.get("ZERODOWN_DEBIAN_MIRROR", "http://deb.debian.org/debian")
-_BUILD_LOCK = Path("/tmp/zerodown-test-python-image.lock")  # sessions that run at once build once
 _START_TIMEOUT = 30.0
-_BUILD_TIMEOUT = 600.0
 # Pure-Python packages the sample web app needs, copied from this interpreter's site-packages.
 _WEBAPP_PACKAGES = ("uvicorn", "h11", "click", "websockets")
 
@@ -216,62 +212,11 @@ def _ping(sock: Path) -> bool:
 @pytest.fixture(scope="session")
 def python_image(podman_api: PodmanApi) -> str:
     """A local image with python3 (bookworm minbase), built once and kept in Podman's storage."""
+    from zerodown.images.base import ensure_base_image
+
     with podman_api.client() as client:
-        if _has_image(client, PYTHON_IMAGE):
-            return PYTHON_IMAGE
-    _BUILD_LOCK.touch()
-    with _BUILD_LOCK.open() as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # another session may be building it right now
-        with podman_api.client() as client:
-            if not _has_image(client, PYTHON_IMAGE):
-                _debootstrap_image(PYTHON_IMAGE)
+        ensure_base_image(client, PYTHON_IMAGE, packages=("python3",))
     return PYTHON_IMAGE
-
-
-def _has_image(client: Any, reference: str) -> bool:
-    import docker.errors
-
-    try:
-        client.images.get(reference)
-    except docker.errors.ImageNotFound:
-        return False
-    return True
-
-
-def _debootstrap_image(reference: str) -> None:
-    """bookworm minbase + python3 from the Debian mirror, imported as `reference` (~1 min)."""
-    if shutil.which("debootstrap") is None:
-        pytest.skip("debootstrap is not installed (scripts/setup-system.sh)")
-    root = Path(tempfile.mkdtemp(prefix="zd-rootfs-", dir="/var/tmp"))
-    try:
-        subprocess.run(
-            [
-                "debootstrap",
-                "--variant=minbase",
-                "--include=python3",
-                "bookworm",
-                str(root / "rootfs"),
-                DEBIAN_MIRROR,
-            ],
-            check=True,
-            capture_output=True,
-            timeout=_BUILD_TIMEOUT,
-        )
-        tar = subprocess.Popen(
-            ["tar", "-C", str(root / "rootfs"), "-c", "."], stdout=subprocess.PIPE
-        )
-        subprocess.run(
-            ["podman", "import", "--change", 'CMD ["python3"]', "-", reference],
-            stdin=tar.stdout,
-            check=True,
-            capture_output=True,
-            timeout=_BUILD_TIMEOUT,
-        )
-        if tar.stdout is not None:
-            tar.stdout.close()
-        tar.wait(_BUILD_TIMEOUT)
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
 
 
 @dataclass(frozen=True)
