@@ -30,10 +30,11 @@ from zerodown.config.loader import LoadedConfig, load_config
 from zerodown.config.progressive import AnalysisConfig
 from zerodown.control_plane import ControlPlane
 from zerodown.domain.events import DeploymentState
-from zerodown.engine.analysis import RouterMetricsSource, Verdict, judge
+from zerodown.engine.analysis import Verdict, judge
 from zerodown.engine.deployer import DeployRequest
 from zerodown.engine.extensions import DeploymentContext
 from zerodown.errors import AnalysisFailed
+from zerodown.metrics.source import metrics_source
 from zerodown.routers.base import PREVIEW_POOL
 
 RATE = 200.0  # requests per second, open loop
@@ -106,7 +107,7 @@ class ErrorRateGuard:
     certainly above 5 % (the canary analysis' error check, applied to the whole new fleet)."""
 
     async def watch(self, ctx: DeploymentContext) -> None:
-        source = RouterMetricsSource(ctx.router)
+        source = metrics_source(ctx.router)
         since = time.time()
         config = AnalysisConfig(**ANALYSIS)
         for _ in range(int(600 / GUARD_POLL)):  # bounded; cancelled when the deploy ends

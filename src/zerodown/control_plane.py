@@ -20,7 +20,8 @@ from zerodown.engine.deployer import Deployer
 from zerodown.engine.extensions import DeploymentGuard, EnvSource, Masker, Verifier
 from zerodown.engine.recovery import recover_unfinished
 from zerodown.errors import ConfigError
-from zerodown.routers.base import Router, RouteStatus, TrafficMetrics, canonical_address
+from zerodown.metrics.source import MetricsSource, metrics_source
+from zerodown.routers.base import Router, RouteStatus, canonical_address
 from zerodown.routers.registry import router_backend
 from zerodown.runtimes.base import AdoptsOrphans, InstanceInfo, Runtime
 from zerodown.runtimes.registry import open_runtime
@@ -210,14 +211,20 @@ class ControlPlane:
 
         return await reap_expired_blue(self.router, self.runtime, now=time.time(), store=self.store)
 
+    @property
+    def metrics(self) -> MetricsSource:
+        """The request metrics of the routes (the router's own measurement today)."""
+        return metrics_source(self.router)
+
     async def collect_metrics(self) -> int:
         """Roll the router's 10 s datapoints up into per-minute rows of the history."""
         from zerodown.metrics.rollup import MetricsCollector
 
-        if not isinstance(self.router, TrafficMetrics):
+        source = self.metrics
+        if not source.measures:
             return 0  # a router that measures nothing has nothing to roll up
         if self._collector is None:
-            self._collector = MetricsCollector(self.router, self.store)
+            self._collector = MetricsCollector(source, self.store)
         collector: MetricsCollector = self._collector
         return await collector.collect()
 

@@ -86,3 +86,18 @@ async def test_without_auto_rollback_the_alarm_is_recorded_and_the_deployment_go
     watch.cancel()
     assert any(kind is EventKind.ALARM for kind, _, _ in events)
     assert any("auto_rollback is off" in message for _, message, _ in events)
+
+
+async def test_a_router_that_measures_nothing_says_so_and_watches_nothing() -> None:
+    """Without the router's measurements the guard returns at once with one decision naming
+    the router, instead of judging alarms on no data."""
+
+    class BlindRouter:
+        name = "blind"
+
+    events: list[tuple[EventKind, str, Any]] = []
+    ctx = _context(BlindRouter(), events, True)  # type: ignore[arg-type]  # a router, no metrics
+    await asyncio.wait_for(AlarmGuard(clock=FakeClock()).watch(ctx), 5.0)
+    assert events == [
+        (EventKind.DECISION, "alarms not evaluated: the blind router measures nothing", None)
+    ]

@@ -15,6 +15,7 @@ from benchmarks.kpi_bench import GeneratedDeployment, generate_history
 
 from zerodown.clock import FakeClock
 from zerodown.metrics.rollup import MetricsCollector
+from zerodown.metrics.source import metrics_source
 from zerodown.routers.base import RouteSpec, TargetHealth, TargetSpec
 from zerodown.routers.builtin.recorder import MetricsRecorder
 from zerodown.routers.builtin.table import RoutingTable
@@ -382,10 +383,14 @@ def test_downtime_counts_only_after_the_route_first_had_a_healthy_target(
     now[0] = UNTIL - 400.0
 
     class Router:
+        name = "builtin"
+
         async def metrics(self, since: float | None = None) -> dict:
             return recorder.snapshot(since)
 
-    collector = MetricsCollector(Router(), empty_store, clock=FakeClock(unix_start=now[0]))
+    collector = MetricsCollector(
+        metrics_source(Router()), empty_store, clock=FakeClock(unix_start=now[0])
+    )
     assert asyncio.run(collector.collect()) > 0
     [kpis] = compute_kpis_sync(
         empty_store.engine, since=UNTIL - DAY, until=UNTIL, groups=[("api", "prod")]

@@ -9,11 +9,14 @@ from typing import Any
 from zerodown.clock import FakeClock
 from zerodown.metrics.rollup import MetricsCollector, read_minutes
 from zerodown.metrics.series import Histogram
+from zerodown.metrics.source import metrics_source
 from zerodown.store.sql import open_store
 
 
 class FixedMetrics:
-    """A router whose `metrics` answer is fixed (the `MetricsSource` seam)."""
+    """A router whose `metrics` answer is fixed (read through `metrics_source`)."""
+
+    name = "fixed"
 
     def __init__(self, answer: dict[str, Any]) -> None:
         self.answer = answer
@@ -62,7 +65,7 @@ async def test_collect_writes_each_ended_minute_once_per_revision_and_service(
         ],
     }
     clock = FakeClock(start=0.0, unix_start=minute + 65.0)
-    collector = MetricsCollector(FixedMetrics(answer), store, clock=clock)
+    collector = MetricsCollector(metrics_source(FixedMetrics(answer)), store, clock=clock)
     try:
         assert await collector.collect() == 3
         rows = {r["revision"]: r for r in await read_minutes(store)}
@@ -71,7 +74,7 @@ async def test_collect_writes_each_ended_minute_once_per_revision_and_service(
         assert rows[""]["requests"] == 150 and rows[""]["zero_healthy_seconds"] == 3.0
         assert rows[""]["healthy_min"] == 2 and rows["r1"]["healthy_min"] is None
         assert rows["r1"]["latency_p50_ms"] is not None
-        again = MetricsCollector(FixedMetrics(answer), store, clock=clock)
+        again = MetricsCollector(metrics_source(FixedMetrics(answer)), store, clock=clock)
         again._last = None  # a fresh collector starts from the newest stored minute
         assert await again.collect() == 0
         collector._last = minute - 60.0  # forced to write the same minute again: replaced
@@ -88,7 +91,7 @@ async def test_the_routers_own_answers_count_in_the_service_row_only(tmp_path: P
     minute = 1_700_000_040
     answer = {"period": 10, "datapoints": [_point(minute, "", 30, 30), _point(minute, "r1", 17, 0)]}
     collector = MetricsCollector(
-        FixedMetrics(answer), store, clock=FakeClock(unix_start=minute + 65.0)
+        metrics_source(FixedMetrics(answer)), store, clock=FakeClock(unix_start=minute + 65.0)
     )
     try:
         assert await collector.collect() == 2

@@ -17,7 +17,7 @@ from zerodown.engine.extensions import DeploymentContext
 from zerodown.errors import AlarmTriggered, ZerodownError
 from zerodown.metrics.logfilters import LogMetricFilter, LogTail
 from zerodown.metrics.series import PERIOD, period_start
-from zerodown.routers.base import TrafficMetrics
+from zerodown.metrics.source import metrics_source
 from zerodown.store.base import HistoryStore
 
 log = logging.getLogger(__name__)
@@ -58,7 +58,6 @@ class AlarmGuard:
     async def watch(self, ctx: DeploymentContext) -> None:
         """Evaluate until cancelled; raise `AlarmTriggered` when a rollback alarm fires."""
         alarms = definitions(ctx)
-        router = ctx.router
         if not alarms:
             return
         if ctx.record.kind == "rollback":
@@ -66,14 +65,14 @@ class AlarmGuard:
             # are still in the metrics, and failing it would restore the bad revision.
             await ctx.emit(EventKind.DECISION, "alarms are not evaluated during a rollback", None)
             return
-        if not isinstance(router, TrafficMetrics):
+        source = metrics_source(ctx.router)
+        if not source.measures:
             await ctx.emit(
                 EventKind.DECISION,
-                f"alarms not evaluated: the {router.name} router measures nothing",
+                f"alarms not evaluated: {source.measured_by} measures nothing",
                 None,
             )
             return
-        source = router
         evaluators = [AlarmEvaluator(alarm, self.clock) for alarm in alarms]
         tail = (
             LogTail(log_filters(ctx))
@@ -89,7 +88,7 @@ class AlarmGuard:
         )
         while True:
             try:
-                metrics = await source.metrics(since=since)
+                metrics = await source.report(since=since)
             except ZerodownError as exc:
                 log.warning("alarms: cannot read router metrics: %s", exc)
                 await self.clock.sleep(self.interval)

@@ -46,12 +46,11 @@ def _with_plane(config: Path | None, work: Callable[[ControlPlane], Awaitable[T]
     return asyncio.run(main())
 
 
-async def _router_metrics(plane: ControlPlane, since: float | None) -> dict[str, Any]:
-    from zerodown.routers.base import TrafficMetrics
-
-    if not isinstance(plane.router, TrafficMetrics):
-        raise ConfigError(f"the {plane.router.name} router does not measure traffic")
-    return await plane.router.metrics(since=since)
+async def _measured_report(plane: ControlPlane, since: float | None) -> dict[str, Any]:
+    source = plane.metrics
+    if not source.measures:
+        raise ConfigError(f"{source.measured_by} does not measure traffic")
+    return await source.report(since=since)
 
 
 def _routes(plane: ControlPlane, service: str | None, env: str | None) -> list[tuple[str, str]]:
@@ -82,7 +81,7 @@ def metrics(
 
     async def work(plane: ControlPlane) -> list[dict[str, Any]]:
         wanted = _routes(plane, service, env)
-        data = await _router_metrics(plane, None)
+        data = await _measured_report(plane, None)
         now = float(data["now"])
         rows = []
         for name, environment in wanted:
@@ -138,7 +137,7 @@ def alarms(
     async def work(plane: ControlPlane) -> dict[str, Any]:
         config_file.append(plane.loaded.path)
         wanted = _routes(plane, None, env)
-        data = await _router_metrics(plane, None)
+        data = await _measured_report(plane, None)
         states = []
         for name, environment in wanted:
             for alarm in plane.loaded.config.environments[environment].alarms:

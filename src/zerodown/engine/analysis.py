@@ -1,4 +1,5 @@
-"""Canary analysis: the new revision against its baseline, from the router's own measurements.
+"""Canary analysis: the new revision against its baseline, from a `MetricsSource`'s numbers
+(`zerodown.metrics.source`: today the router's own measurements).
 
 A verdict is `pass`, `fail` or `inconclusive`, always with the numbers it was made from and,
 when inconclusive, what is missing ("the canary served 12 of the 50 requests needed"). Too little
@@ -9,13 +10,14 @@ traffic is never read as a pass or a fail; the strategy holds the step and asks 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
-from typing import Any, Protocol
+from typing import Any
 
 from zerodown.config.progressive import AnalysisConfig
-from zerodown.routers.base import TrafficMetrics
+from zerodown.metrics.source import RevisionStats
+
+__all__ = ["AnalysisResult", "Check", "RevisionStats", "Verdict", "judge"]
 
 
 class Verdict(StrEnum):
@@ -24,31 +26,6 @@ class Verdict(StrEnum):
     PASS = "pass"
     FAIL = "fail"
     INCONCLUSIVE = "inconclusive"
-
-
-@dataclass(frozen=True)
-class RevisionStats:
-    """One revision's traffic over the analysed window, as the router measured it."""
-
-    revision: str
-    requests: int = 0
-    errors_5xx: int = 0
-    p95_ms: float | None = None
-
-    @property
-    def error_rate(self) -> float:
-        """5xx per request (0 without requests)."""
-        return self.errors_5xx / self.requests if self.requests else 0.0
-
-
-class RevisionStatsSource(Protocol):
-    """Per-revision request counts, 5xx and p95 latency of one route since a moment."""
-
-    async def revision_stats(
-        self, route: str, revisions: Sequence[str], *, since: float
-    ) -> dict[str, RevisionStats]:
-        """Stats of each revision in `revisions` (absent ones: zero requests)."""
-        ...
 
 
 @dataclass(frozen=True)
@@ -158,30 +135,3 @@ def judge(
         verdict = Verdict.PASS
         reason = "canary analysis passed: " + "; ".join(c.detail for c in checks)
     return AnalysisResult(verdict, reason, canary, baseline, checks, tuple(missing))
-
-
-class RouterMetricsSource:
-    """`RevisionStatsSource` over a router that measures traffic (`TrafficMetrics`)."""
-
-    def __init__(self, router: Any) -> None:
-        self.router = router
-
-    async def revision_stats(
-        self, route: str, revisions: Sequence[str], *, since: float
-    ) -> dict[str, RevisionStats]:
-        """Merge the router's 10 s datapoints of `route` per revision from the period of `since`."""
-        from zerodown.metrics.series import aggregate, period_start
-
-        found = {r: RevisionStats(r) for r in revisions}
-        if not isinstance(self.router, TrafficMetrics):
-            return found  # this router measures nothing: every analysis is inconclusive
-        start = period_start(since)
-        report = await self.router.metrics(since=start)
-        points = [p for p in report.get("datapoints", []) if p.get("service") == route]
-        for group in aggregate(points, by=("revision",), since=start):
-            revision = group.key.get("revision", "")
-            if revision in found:
-                found[revision] = RevisionStats(
-                    revision, group.requests, group.errors_5xx, group.p95
-                )
-        return found

@@ -28,7 +28,6 @@ from zerodown.domain.events import (
     check_transition,
 )
 from zerodown.domain.records import DeploymentRecord
-from zerodown.engine.analysis import RevisionStatsSource, RouterMetricsSource
 from zerodown.engine.commands import inbox_for
 from zerodown.engine.extensions import (
     DeploymentContext,
@@ -44,6 +43,7 @@ from zerodown.engine.recorder import EventRecorder, NullSink
 from zerodown.engine.strategies import StrategyContext, strategy_for
 from zerodown.errors import BuildFailed, ConfigError, DeploymentAborted, LockHeld, ZerodownError
 from zerodown.health.checks import Prober
+from zerodown.metrics.source import MetricsSource, metrics_source
 from zerodown.refs import REF_LABEL, given_ref
 from zerodown.revisions import commit_info, prepare_release, resolve_revision
 from zerodown.routers.base import Router
@@ -288,11 +288,11 @@ class Deployer:
         guards: Sequence[DeploymentGuard] = (),
         verifiers: Sequence[Verifier] = (),
         masker: Masker | None = None,
-        metrics: RevisionStatsSource | None = None,
+        metrics: MetricsSource | None = None,
     ) -> None:
         self.loaded = loaded
         # Canary analysis reads these; by default the router's own measurements.
-        self.metrics: RevisionStatsSource = metrics or RouterMetricsSource(router)
+        self.metrics: MetricsSource = metrics or metrics_source(router)
         self.env_sources = list(env_sources)
         self.guards = list(guards)
         self.verifiers = list(verifiers)

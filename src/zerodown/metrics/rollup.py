@@ -18,7 +18,7 @@ from sqlalchemy.engine import Engine
 from zerodown.clock import Clock, SystemClock
 from zerodown.errors import StoreError
 from zerodown.metrics.series import RETENTION, Aggregate, aggregate, period_start
-from zerodown.routers.base import TrafficMetrics
+from zerodown.metrics.source import MetricsSource
 from zerodown.store.base import HistoryStore
 from zerodown.store.metrics_schema import MetricMinuteRow
 
@@ -87,15 +87,16 @@ def _row(group: Aggregate, minute: int, service: str, revision: str) -> dict[str
 
 
 class MetricsCollector:
-    """Pulls router metrics and writes the minutes that ended into `metric_minutes`."""
+    """Pulls a `MetricsSource`'s datapoints and writes the minutes that ended into
+    `metric_minutes`."""
 
     def __init__(
-        self, router: TrafficMetrics, store: HistoryStore, *, clock: Clock | None = None
+        self, source: MetricsSource, store: HistoryStore, *, clock: Clock | None = None
     ) -> None:
         engine = store.sql_engine()
         if engine is None:
             raise StoreError("metrics rollups need the SQL history store")
-        self.router = router
+        self.source = source
         self.engine: Engine = engine
         self.clock: Clock = clock or SystemClock()
         self._last: float | None = None  # start of the newest minute written
@@ -110,7 +111,7 @@ class MetricsCollector:
         first = period_start(max(first, now - RETENTION), MINUTE)
         if first >= ended:
             return 0
-        metrics = await self.router.metrics(since=first)
+        metrics = await self.source.report(since=first)
         minutes = set(range(int(first), int(ended), MINUTE))
         rows = minute_rows(metrics, minutes)
         if rows:

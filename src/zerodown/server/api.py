@@ -19,7 +19,6 @@ from zerodown import __version__
 from zerodown.config.server import ServerConfig
 from zerodown.control_plane import ControlPlane
 from zerodown.errors import ConfigError, ZerodownError
-from zerodown.routers.base import TrafficMetrics
 from zerodown.server.action_routes import action_routes
 from zerodown.server.actions import Conflict, Running
 from zerodown.server.api_state import ApiState, read_access, state_of
@@ -66,10 +65,8 @@ def create_app(
         """The router's metrics in Prometheus' text format (for a Prometheus to scrape)."""
         from zerodown.metrics.prometheus import render_prometheus
 
-        router = state_of(request).plane.router
-        body = (
-            render_prometheus(await router.metrics()) if isinstance(router, TrafficMetrics) else b""
-        )
+        source = state_of(request).plane.metrics
+        body = render_prometheus(await source.report()) if source.measures else b""
         return Response(body, media_type="text/plain; version=0.0.4; charset=utf-8")
 
     @app.get("/", include_in_schema=False)

@@ -16,7 +16,6 @@ from zerodown.control_plane import FleetStatus
 from zerodown.domain.events import DeploymentState
 from zerodown.domain.records import DeploymentRecord
 from zerodown.domain.routes import route_name
-from zerodown.routers.base import TrafficMetrics
 from zerodown.server.api_state import (
     NAME,
     ApiState,
@@ -257,11 +256,11 @@ def _alarm_history(engine: sa.Engine, environment: str | None, limit: int) -> li
 
 
 async def _metric_series(state: ApiState, route: str, minutes: float) -> dict[str, Any]:
-    router = state.plane.router
+    source = state.plane.metrics
     since = time.time() - minutes * 60
-    if not isinstance(router, TrafficMetrics):
+    if not source.measures:
         return {"route": route, "period": 10, "series": [], "health": [], "measured": False}
-    raw = await router.metrics(since=since)
+    raw = await source.report(since=since)
     points = [p for p in raw.get("datapoints", []) if p.get("service") == route]
     from zerodown.metrics.series import aggregate
 

@@ -8,12 +8,12 @@ from typing import Protocol
 
 from zerodown.config.model import StrategyConfig
 from zerodown.domain.events import EventKind
-from zerodown.engine.analysis import RevisionStatsSource
 from zerodown.engine.commands import CommandInbox
 from zerodown.engine.extensions import DeploymentContext, Verifier
 from zerodown.engine.fleet import Fleet, FleetMember, ReleaseSource, run_all
 from zerodown.engine.plan import min_healthy_for, plan_batches
 from zerodown.errors import ConfigError
+from zerodown.metrics.source import MetricsSource
 
 
 class HookRunning(Protocol):
@@ -48,7 +48,7 @@ class StrategyContext:
     deployment: DeploymentContext | None = None  # for verifiers run against a preview
     verifiers: Sequence[Verifier] = ()
     commands: CommandInbox | None = None  # promote / pause / resume sent from any process
-    metrics: RevisionStatsSource | None = None  # per-revision router measurements (canary analysis)
+    metrics: MetricsSource | None = None  # per-revision measurements (canary analysis)
 
     def take_old(self, count: int) -> list[FleetMember]:
         """Remove and return up to `count` old instances, those serving no traffic first."""

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from zerodown.config.progressive import CanaryStep
 from zerodown.domain.events import EventKind
-from zerodown.engine.analysis import AnalysisResult, RouterMetricsSource, Verdict, judge
+from zerodown.engine.analysis import AnalysisResult, Verdict, judge
 from zerodown.engine.commands import Command
 from zerodown.engine.fleet import DEFAULT_WEIGHT, FleetMember, run_all
 from zerodown.engine.strategies.base import (
@@ -27,6 +27,7 @@ from zerodown.engine.strategies.base import (
     start_new,
 )
 from zerodown.errors import AnalysisFailed
+from zerodown.metrics.source import metrics_source
 
 COMMAND_POLL = 1.0  # longest wait for a promote/pause/resume to take effect
 
@@ -185,7 +186,7 @@ class CanaryStrategy:
         self, state: CanaryRun, number: int, weight: int, since: float
     ) -> AnalysisResult:
         ctx = state.ctx
-        source = ctx.metrics or RouterMetricsSource(ctx.fleet.router)
+        source = ctx.metrics or metrics_source(ctx.fleet.router)
         revisions = [state.revision, state.baseline_revision]
         stats = await source.revision_stats(ctx.fleet.route_name, revisions, since=since)
         result = judge(stats[state.revision], stats[state.baseline_revision], ctx.config.analysis)
