@@ -39,6 +39,8 @@ DEFAULT_MIRROR = "http://deb.debian.org/debian"
 DEFAULT_SUITE = "bookworm"
 # debootstrap of bookworm minbase + python3 takes ~40 s here; a mirror that stalls must not hang.
 _DEBOOTSTRAP_TIMEOUT = 1200.0
+# Where Debian puts it when root's PATH lacks the sbin dirs (e.g. `su` without `-`).
+_DEBOOTSTRAP_FALLBACKS = ("/usr/sbin/debootstrap", "/sbin/debootstrap")
 # What an imported rootfs lacks compared with a pulled image: a PATH and a shell to start.
 _IMPORT_CHANGES = (
     "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
@@ -123,7 +125,7 @@ def _debootstrap_tarball(
 ) -> None:
     """debootstrap into a temp dir next to `tarball`, pack it, rename it into place."""
     program = shutil.which("debootstrap") or next(
-        (p for p in ("/usr/sbin/debootstrap", "/sbin/debootstrap") if Path(p).exists()), None
+        (p for p in _DEBOOTSTRAP_FALLBACKS if Path(p).exists()), None
     )
     if program is None:
         raise BuildFailed(
