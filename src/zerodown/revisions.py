@@ -124,7 +124,7 @@ async def prepare_release(
         if not workdir.is_dir():
             raise BuildFailed(f"workdir {workdir} of service {service_name} is not a directory")
         async with _locked(service_dir / ".workdir.lock", lock_wait, on_line):
-            if service.build:
+            if build_command(service):
                 await _build(
                     service_name,
                     service,
@@ -134,7 +134,8 @@ async def prepare_release(
                     on_line,
                     cache_root=state_dir / CACHE_DIR,
                 )
-        return Release(service_name, revision, workdir, "", None, bool(service.build), False)
+        built = build_command(service) is not None
+        return Release(service_name, revision, workdir, "", None, built, False)
 
     repo = root / service.source.repo
     subdir = _service_path(service.source.path)
@@ -150,7 +151,7 @@ async def prepare_release(
         if not release_dir.is_dir():
             cached = False
             await _export(repo, sha, subdir, service_dir, release_dir)
-        if service.build and not (release_dir / BUILT_MARKER).exists():
+        if build_command(service) and not (release_dir / BUILT_MARKER).exists():
             cached = False
             (release_dir / _BUILDING_MARKER).touch()
             await _build(
@@ -166,7 +167,13 @@ async def prepare_release(
             (release_dir / _BUILDING_MARKER).unlink()
         (service_dir / USED_STAMP.format(sha=sha)).touch()  # retention keeps the last used
     return Release(
-        service_name, sha, release_dir, message, commit_time, bool(service.build), cached
+        service_name,
+        sha,
+        release_dir,
+        message,
+        commit_time,
+        build_command(service) is not None,
+        cached,
     )
 
 
@@ -388,7 +395,8 @@ async def _build(
     cache_root: Path,
 ) -> None:
     """Run the build command in `cwd`, its output to `log_path` and `on_line`; BuildFailed."""
-    assert service.build is not None
+    command = build_command(service)
+    assert command is not None
     with log_path.open("w", encoding="utf-8") as log:
         log_ok = True
 
@@ -411,7 +419,7 @@ async def _build(
         }
         try:
             result = await run_shell(
-                service.build,
+                command,
                 cwd=cwd,
                 env=env,
                 timeout=service.build_timeout,
@@ -422,6 +430,11 @@ async def _build(
             raise BuildFailed(f"build of {service_name} could not start in {cwd}: {exc}") from exc
     if not result.ok:
         raise BuildFailed(_build_failure(service_name, label, result, log_path))
+
+
+def build_command(service: ServiceConfig) -> str | None:
+    """The service's build command (`build: make` or `build: {command: make}`), if any."""
+    return service.build.command if service.build is not None else None
 
 
 def build_cache_env(cache_root: Path) -> dict[str, str]:

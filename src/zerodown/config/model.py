@@ -12,6 +12,7 @@ from typing import Any, Literal, get_args
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from zerodown.config.alarms import AlarmList, LogMetricList
+from zerodown.config.images import BuildConfig
 from zerodown.config.notifications import NotificationsConfig
 from zerodown.config.pipeline import PipelineConfig
 from zerodown.config.progressive import AnalysisConfig, CanaryStep, check_steps, default_steps
@@ -169,7 +170,11 @@ class ServiceConfig(_Model):
         None, description="Git source; without it the service runs from `workdir` as it is."
     )
     workdir: str = Field(".", description="Directory to run in when there is no `source`.")
-    build: str | None = Field(None, description="Command run once per revision to build it.")
+    build: BuildConfig | None = Field(
+        None,
+        description="Once per revision: a command (`build: make`) and/or a container image "
+        "(`build: {image: {preset: fastapi, registry: ...}}`).",
+    )
     build_timeout: Duration = Field(600.0, description="The build fails after this long.")
     keep_releases: int = Field(
         5,
