@@ -294,6 +294,37 @@ async def test_a_dynamic_server_survives_a_reload(haproxy: Haproxy) -> None:
     ]
 
 
+async def server_connections(router: HaproxyRouter, server: str) -> tuple[int, int]:
+    """(`connect`, `reuse`) of a server of the route in `show stat`: server connections opened,
+    and requests sent over an idle one (health checks are counted apart)."""
+    text = (await router.api.run("show stat")).lstrip("# ")
+    header, *rows = (line.split(",") for line in text.splitlines() if line)
+    for values in rows:
+        row = dict(zip(header, values, strict=False))
+        if (row["pxname"], row["svname"]) == (ROUTE, server):
+            return int(row["connect"]), int(row["reuse"])
+    raise AssertionError(f"no server {server} in show stat")
+
+
+async def test_a_server_added_at_runtime_reuses_its_connections_like_a_config_file_one(
+    haproxy: Haproxy,
+) -> None:
+    """20 requests on one keep-alive client connection reach a server added by `add server`
+    over one server connection, before and after a reload (a 2.6 `add server` without
+    pool-max-conn/pool-purge-delay opened a new connection per request: 3x the CPU)."""
+    a = await haproxy.webapp("a")
+    router = await haproxy.open()
+    await router.apply_route(route())
+    await router.add_target(target(a), healthy=True)
+    for stage in ("added at runtime", "after a reload"):
+        connect_before, reuse_before = await server_connections(router, "a")
+        assert await count_instances(haproxy.base, 20) == Counter({"a": 20})
+        connect, reuse = await server_connections(router, "a")
+        connect, reuse = connect - connect_before, reuse - reuse_before
+        assert (connect, reuse) == (1, 19), f"{stage}: {connect} connects, {reuse} reused"
+        await haproxy.backend.restart(haproxy.state_dir)
+
+
 async def test_metrics_count_requests_and_5xx_per_revision(haproxy: Haproxy) -> None:
     """HAProxy's counters become datapoints per revision: r2 answers only 500s."""
     a = await haproxy.webapp("a")

@@ -97,6 +97,15 @@ def test_backends_carry_checks_balance_cookie_and_servers(tmp_path: Path) -> Non
     assert "balance roundrobin" in dev and "httpchk" not in dev
 
 
+def test_every_server_keeps_idle_connections_as_a_config_file_server_does(tmp_path: Path) -> None:
+    """Each server line (the same words `add server` gets) sets HAProxy's idle-pool defaults
+    for config-file servers: a 2.6 `add server` has both at 0 and reuses no connection."""
+    text, _ = sample(tmp_path)
+    servers = [line for line in text.splitlines() if line.strip().startswith("server ")]
+    assert len(servers) == 2
+    assert all(line.endswith(" pool-max-conn -1 pool-purge-delay 5s") for line in servers)
+
+
 @pytest.mark.skipif(shutil.which("haproxy") is None, reason="haproxy not installed")
 def test_haproxy_accepts_the_generated_configuration(tmp_path: Path) -> None:
     """`haproxy -c` finds the file valid."""

@@ -26,6 +26,11 @@ from zerodown.routers.haproxy.state import (
 )
 
 MAX_WEIGHT = 256  # HAProxy's largest server weight
+# A config-file server inherits these idle-connection settings from HAProxy's defaults; a server
+# made by `add server` (2.6) starts with both at 0 and closes its server connection after every
+# response (one TCP connect per request: 3x the CPU per request). Written on every server line,
+# so a server is the same whether it came from `add server` or from the file after a reload.
+IDLE_POOL_OPTIONS = "pool-max-conn -1 pool-purge-delay 5s"
 NO_ROUTE_BACKEND = "zerodown_no_route"
 _BALANCE = {"least_inflight": "leastconn", "round_robin": "roundrobin"}
 
@@ -100,8 +105,9 @@ def check_options(health: HealthCheckSpec | None) -> list[str]:
 
 
 def server_options(route: RouteSpec, target: TargetSpec, weight: int) -> str:
-    """The keywords after `server <name> <addr>` (also used by `add server`); a sticky route's
-    live servers carry their revision as the `zerodown_rev` cookie value."""
+    """The keywords after `server <name> <addr>` (also used by `add server`): the weight, the
+    health check, a sticky route's live servers their revision as the `zerodown_rev` cookie
+    value, and the idle connection pool (IDLE_POOL_OPTIONS)."""
     words = [f"weight {weight}"]
     health = route.health
     if health is not None:
@@ -111,6 +117,7 @@ def server_options(route: RouteSpec, target: TargetSpec, weight: int) -> str:
         )
     if route.sticky and not is_preview(target):
         words.append(f"cookie {_word(target.revision or target.target_id)}")
+    words.append(IDLE_POOL_OPTIONS)
     return " ".join(words)
 
 
