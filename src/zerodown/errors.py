@@ -16,6 +16,7 @@
     ├── AlarmTriggered           an alarm went to ALARM during a deployment or its bake window
     ├── VerificationFailed       a post-deploy check (smoke, dependency, log scan) failed
     ├── SecretsError             a secret store failed (the message never holds a value)
+    ├── ImageRegistryError       a container registry refused or could not be reached
     ├── NotificationFailed       a notifier could not deliver (never fails a deployment)
     ├── PipelineError            a pipeline run could not go on (a gate refused, a job failed)
     │   └── PipelineDefinitionError  the `pipeline:` jobs are not a valid DAG: exit code 2
@@ -121,6 +122,10 @@ class VerificationFailed(ZerodownError):
 
 class SecretsError(ZerodownError):
     """A secret store could not be read or written; the message never contains a secret value."""
+
+
+class ImageRegistryError(ZerodownError):
+    """A container image registry (plain v2 API or ECR) refused a call or could not be reached."""
 
 
 class PipelineError(ZerodownError):
