@@ -21,16 +21,10 @@ from typing import Any, Protocol
 from zerodown.clock import Clock, SystemClock
 from zerodown.config.loader import LoadedConfig
 from zerodown.config.model import EnvironmentConfig, ServiceConfig, StrategyConfig
-from zerodown.domain.events import (
-    DeploymentObserver,
-    DeploymentState,
-    EventKind,
-    check_transition,
-)
+from zerodown.domain.events import DeploymentObserver, DeploymentState, EventKind
 from zerodown.domain.records import DeploymentRecord
 from zerodown.engine.commands import inbox_for
 from zerodown.engine.extensions import (
-    DeploymentContext,
     DeploymentGuard,
     EnvSource,
     Masker,
@@ -40,6 +34,7 @@ from zerodown.engine.fleet import Fleet, ReleaseSource, dominant_revision
 from zerodown.engine.hooks import HookRunner
 from zerodown.engine.plan import check_plan
 from zerodown.engine.recorder import EventRecorder, NullSink
+from zerodown.engine.run import DeploymentRun, RunServices, describe_failure, run_shielded
 from zerodown.engine.strategies import StrategyContext, strategy_for
 from zerodown.errors import BuildFailed, ConfigError, DeploymentAborted, LockHeld, ZerodownError
 from zerodown.health.checks import Prober
@@ -53,7 +48,6 @@ from zerodown.store.locking import process_start_ticks, this_process_holder
 
 log = logging.getLogger(__name__)
 
-MAX_BUILD_LINES = 1000  # build output recorded per deployment; the build log keeps the rest
 LOCK_POLL = 0.2  # how often a deploy that waits for the lock asks again
 
 
@@ -82,192 +76,6 @@ class DeployRequest:
     actor: str
     kind: str = "deploy"  # or "rollback" (a manual `zerodown rollback`)
     warning: str | None = None  # recorded as the deployment's first decision
-
-
-async def run_shielded(work: Awaitable[None]) -> bool:
-    """Run `work` to its end even if the caller is cancelled meanwhile (a second Ctrl-C).
-
-    Returns True when a cancellation arrived while waiting; the caller re-raises it once the work
-    is done, so a rollback is never left half-way.
-    """
-    task = asyncio.ensure_future(work)
-    interrupted = False
-    while not task.done():
-        try:
-            await asyncio.shield(task)
-        except asyncio.CancelledError:
-            if task.done():
-                break
-            interrupted = True
-    task.result()
-    return interrupted
-
-
-def describe_failure(exc: BaseException) -> str:
-    """The sentence a deployment records as the reason it failed."""
-    if isinstance(exc, asyncio.CancelledError):
-        return "cancelled (Ctrl-C or the control plane stopped)"
-    if isinstance(exc, DeploymentAborted):
-        return str(exc) or "aborted by a user"
-    if isinstance(exc, ConfigError):
-        return exc.reason
-    text = str(exc) or type(exc).__name__
-    if type(exc).__module__ == "zerodown.errors":
-        return text
-    return f"unexpected error: {type(exc).__name__}: {text}"
-
-
-class DeploymentRun:
-    """One deployment's moving parts: its record, its events, its fleet, its state changes."""
-
-    def __init__(
-        self,
-        deployer: Deployer,
-        record: DeploymentRecord,
-        service: ServiceConfig,
-        environment: EnvironmentConfig,
-    ) -> None:
-        self.deployer = deployer
-        self.record = record
-        self.service = service
-        self.environment = environment
-        self.recorder = EventRecorder(
-            record.id, deployer.store, deployer.observers, deployer.clock, masker=deployer.masker
-        )
-        self.fleet = deployer.fleet(record.service, record.environment, record.id, self.recorder)
-        self.previous: str | None = record.previous_revision
-        self.restore_count = service.instances
-
-    @property
-    def state(self) -> DeploymentState:
-        """The deployment's state as last recorded."""
-        return self.record.state
-
-    def context(self, release_path: Path | None = None) -> DeploymentContext:
-        """What extensions (secrets, alarms, verification) see of this deployment."""
-        return DeploymentContext(
-            record=self.record,
-            service=self.service,
-            environment=self.environment,
-            route=self.fleet.route_name,
-            runtime=self.deployer.runtime,
-            router=self.deployer.router,
-            emit=self.recorder.emit,
-            release_path=release_path,
-        )
-
-    async def transition(self, wanted: DeploymentState, **fields: Any) -> None:
-        """Move to `wanted` (checked against the table), store it, and record a STATE event."""
-        current = self.record.state
-        check_transition(current, wanted)
-        if wanted.terminal:
-            fields.setdefault("finished_at", self.deployer.clock.time())
-        if fields.get("reason") and self.deployer.masker is not None:  # e.g. a hook's last line
-            fields["reason"] = self.deployer.masker.mask(fields["reason"])
-        self.record = await self.deployer.store.update_deployment(
-            self.record.id, state=wanted, **fields
-        )
-        message = f"{current.value} -> {wanted.value}"
-        if fields.get("reason"):
-            message += f": {fields['reason']}"
-        await self.recorder.emit(
-            EventKind.STATE, message, {"from": current.value, "to": wanted.value}
-        )
-
-    async def prepare(self, revision: str) -> ReleaseSource:
-        """Resolve/export/build `revision` (BUILD event); BuildFailed on failure."""
-        clock = self.deployer.clock
-        started = clock.monotonic()
-        lines = 0
-
-        def on_line(line: str) -> None:
-            nonlocal lines
-            lines += 1
-            if lines <= MAX_BUILD_LINES:
-                self.recorder.emit_soon(EventKind.BUILD_OUTPUT, line, {"line": line})
-
-        loaded = self.deployer.loaded
-        release = await self.deployer.prepare(
-            self.record.service,
-            self.service,
-            root=loaded.root,
-            state_dir=loaded.state_dir,
-            revision=revision,
-            on_line=on_line,
-        )
-        seconds = clock.monotonic() - started
-        cached = bool(getattr(release, "cached", False))
-        await self.recorder.emit(
-            EventKind.BUILD,
-            f"release {release.sha[:12]} ready in {seconds:.2f} s"
-            + (" (cached)" if cached else ""),
-            {"sha": release.sha, "cached": cached, "seconds": seconds, "path": str(release.path)},
-        )
-        return release
-
-    async def fail(self, reason: str) -> None:
-        """The failure path: decide, roll the whole fleet back (or not), record how it ended."""
-        rollback = self.environment.auto_rollback
-        await self.recorder.emit(
-            EventKind.DECISION,
-            f"deployment failed: {reason}",
-            {"reason": reason, "auto_rollback": rollback, "previous_revision": self.previous},
-        )
-        if not self.fleet.touched and self.state is DeploymentState.IN_PROGRESS:
-            await self.transition(DeploymentState.FAILED, reason=f"{reason}; nothing was changed")
-            return
-        if not rollback and self.state is DeploymentState.IN_PROGRESS:
-            await self.transition(
-                DeploymentState.FAILED,
-                reason=f"{reason}; auto_rollback is off for {self.record.environment}: "
-                "the fleet was left as it is",
-            )
-            return
-        await self.roll_back(reason)
-
-    async def roll_back(self, reason: str, *, ended: str | None = None) -> None:
-        """Restore the previous revision everywhere (or clear a first deploy) and record it.
-
-        `ended`: the reason to record when the rollback succeeds (default: why, and to what).
-        """
-        if self.state is not DeploymentState.ROLLING_BACK:
-            await self.transition(DeploymentState.ROLLING_BACK, reason=reason)
-        clock = self.deployer.clock
-        started = clock.monotonic()
-        target = self.previous
-        await self.recorder.emit(
-            EventKind.ROLLBACK_STARTED,
-            f"rolling back to {target[:12]}" if target else "removing the new instances",
-            {"to_revision": target, "reason": reason},
-        )
-        try:
-            if target is None:
-                await self.fleet.clear(self.record.id)
-            else:
-                release = await self.prepare(target)
-                await self.fleet.restore(release, self.restore_count, undo=self.record.id)
-        except Exception as exc:
-            log.exception("rollback of %s failed", self.record.id)
-            what = f"to {target[:12]}" if target else "of the new instances"
-            await self.transition(
-                DeploymentState.FAILED,
-                reason=f"{reason}; the rollback {what} failed too: {describe_failure(exc)}",
-            )
-            return
-        seconds = clock.monotonic() - started
-        await self.recorder.emit(
-            EventKind.ROLLBACK_FINISHED,
-            f"rollback finished in {seconds:.2f} s",
-            {"to_revision": target, "seconds": seconds},
-        )
-        if target is None:
-            await self.transition(
-                DeploymentState.FAILED,
-                reason=f"{reason}; nothing was running before; nothing is running now",
-            )
-        else:
-            final = ended or f"{reason}; rolled back to {target[:12]}"
-            await self.transition(DeploymentState.ROLLED_BACK, reason=final)
 
 
 class Deployer:
@@ -324,6 +132,46 @@ class Deployer:
                 f"no environment {environment!r} in {self.loaded.path}: known: {known}"
             )
         return config.services[service], config.environments[environment]
+
+    def open_run(
+        self, record: DeploymentRecord, service: ServiceConfig, environment: EnvironmentConfig
+    ) -> DeploymentRun:
+        """A run of `record`: its own event recorder and fleet, and what it needs of this
+        deployer (nothing else of it)."""
+        recorder = EventRecorder(
+            record.id, self.store, self.observers, self.clock, masker=self.masker
+        )
+        fleet = self.fleet(record.service, record.environment, record.id, recorder)
+        services = RunServices(
+            store=self.store,
+            runtime=self.runtime,
+            router=self.router,
+            clock=self.clock,
+            prepare=self._prepare_revision,
+            masker=self.masker,
+        )
+        return DeploymentRun(services, record, service, environment, recorder=recorder, fleet=fleet)
+
+    async def load_environment(self, run: DeploymentRun, release_path: Path | None = None) -> None:
+        """Give the run's new instances the environment every `EnvSource` adds (secrets)."""
+        for source in self.env_sources:
+            run.fleet.extra_env.update(await source.environment(run.context(release_path)))
+
+    def _prepare_revision(
+        self,
+        service_name: str,
+        service: ServiceConfig,
+        revision: str,
+        on_line: Callable[[str], None],
+    ) -> Awaitable[ReleaseSource]:
+        return self.prepare(
+            service_name,
+            service,
+            root=self.loaded.root,
+            state_dir=self.loaded.state_dir,
+            revision=revision,
+            on_line=on_line,
+        )
 
     def fleet(self, service: str, environment: str, deployment_id: str, sink: Any) -> Fleet:
         """The fleet of `service` in `environment`, reporting to `sink`."""
@@ -386,20 +234,19 @@ class Deployer:
         except BaseException:
             await self.store.release_lock(record.service, record.environment, record.id)
             raise
-        run = DeploymentRun(self, record, service, environment)
+        run = self.open_run(record, service, environment)
         try:
             try:
                 if request.warning:
-                    await run.recorder.emit(
-                        EventKind.DECISION, request.warning, {"warning": request.warning}
-                    )
+                    warning = request.warning
+                    await run.emit(EventKind.DECISION, warning, {"warning": warning})
                 await self._execute(run, strategy)
             finally:
                 # released as soon as it ended: slow observers must not hold the next deploy
                 await self.store.release_lock(record.service, record.environment, record.id)
             return run.record
         finally:
-            await run.recorder.close()
+            await run.close()
 
     # -- the steps ----------------------------------------------------------------------------
 
@@ -451,18 +298,15 @@ class Deployer:
         except BuildFailed as exc:
             raise BuildFailed(f"build failed: {exc}") from exc
         fleet = run.fleet
-        for source in self.env_sources:
-            fleet.extra_env.update(await source.environment(run.context(release.path)))
+        await self.load_environment(run, release.path)
         await fleet.ensure_route()
         live = await fleet.live()
         previous = dominant_revision(live)
         if previous is None:
             last = await self.store.last_successful(record.service, record.environment)
             previous = last.revision if last else None
-        run.previous = previous
-        run.restore_count = sum(1 for m in live if m.serving) or run.service.instances
-        run.record = await self.store.update_deployment(record.id, previous_revision=previous)
-        await run.recorder.emit(
+        await run.note_previous(previous, sum(1 for m in live if m.serving))
+        await run.emit(
             EventKind.DECISION,
             f"{strategy.name}: {len(live)} live instance(s) of "
             f"{previous[:12] if previous else 'nothing'} -> {run.service.instances} of "
@@ -473,7 +317,7 @@ class Deployer:
             {str(name): hook for name, hook in run.service.hooks.items()},
             cwd=release.path,
             base_env={**fleet.extra_env, **self._hook_env(run, release)},  # hooks get secrets
-            emit=run.recorder.record,
+            emit=run.record_event,
             deployment_id=record.id,
         )
         ctx = StrategyContext(

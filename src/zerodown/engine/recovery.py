@@ -15,9 +15,10 @@ from zerodown.clock import Clock
 from zerodown.config.loader import LoadedConfig
 from zerodown.domain.events import DeploymentObserver, DeploymentState, EventKind
 from zerodown.domain.records import DeploymentRecord
-from zerodown.engine.deployer import Deployer, DeploymentRun, describe_failure, run_shielded
+from zerodown.engine.deployer import Deployer
 from zerodown.engine.extensions import EnvSource, Masker
 from zerodown.engine.fleet import dominant_revision, run_all
+from zerodown.engine.run import DeploymentRun, describe_failure, run_shielded
 from zerodown.errors import ConfigError, LockHeld
 from zerodown.health.checks import Prober
 from zerodown.routers.base import Router, TargetHealth
@@ -85,22 +86,22 @@ async def _recover_one(deployer: Deployer, record: DeploymentRecord) -> Deployme
     except LockHeld:
         log.info("deployment %s: its lock is held by a live process; leaving it", record.id)
         return None
-    run = DeploymentRun(deployer, record, service, environment)
+    run = deployer.open_run(record, service, environment)
     try:
-        interrupted = await run_shielded(_finish(run))
+        interrupted = await run_shielded(_finish(deployer, run))
     finally:
         await store.release_lock(record.service, record.environment, record.id)
-        await run.recorder.close()
+        await run.close()
     if interrupted:
         raise asyncio.CancelledError()
     return run.record
 
 
-async def _finish(run: DeploymentRun) -> None:
+async def _finish(deployer: Deployer, run: DeploymentRun) -> None:
     record = run.record
-    events = await run.deployer.store.events(record.id)
+    events = await deployer.store.events(record.id)
     last = events[-1][1].message if events else "the start"
-    await run.recorder.emit(
+    await run.emit(
         EventKind.DECISION,
         f"the control plane running this deployment (pid {record.holder_pid}) is gone; "
         f"recovering it (last step: {last})",
@@ -138,8 +139,7 @@ async def _finish(run: DeploymentRun) -> None:
         return
     fleet.touched = True  # something may have changed before the crash: always restore
     try:
-        for source in run.deployer.env_sources:  # restored instances need their secrets too
-            fleet.extra_env.update(await source.environment(run.context()))
+        await deployer.load_environment(run)  # restored instances need their secrets too
         await run.roll_back(reason, ended=f"rolled back after a control-plane crash at: {last}")
     except Exception as exc:
         log.exception("recovery of %s failed", record.id)
