@@ -10,8 +10,9 @@ from __future__ import annotations
 import re
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from zerodown.config.scanners import ScannerConfig, scanner_by_name
 from zerodown.config.units import Duration
 
 JobKind = Literal["command", "test", "build", "scan", "migrations", "publish", "deploy"]
@@ -19,7 +20,7 @@ Severity = Literal["CRITICAL", "HIGH", "MEDIUM", "LOW", "UNKNOWN"]
 ScanFormat = Literal["auto", "trivy", "pip-audit", "npm-audit", "sarif"]
 PRODUCTION_NAMES = frozenset({"prod", "production"})
 _JOB_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
-_NEEDS_COMMAND = ("command", "test", "build", "scan")
+_NEEDS_COMMAND = ("command", "test", "build")
 
 
 class _Model(BaseModel):
@@ -44,7 +45,16 @@ class PipelineJobConfig(_Model):
         ("**/TEST-*.xml", "**/junit*.xml"), description="test: JUnit XML report globs (cwd)."
     )
     output: str | None = Field(None, description="build: the directory or file it produces.")
-    report: str | None = Field(None, description="scan: the report file the scanner writes.")
+    scanner: ScannerConfig | None = Field(
+        None,
+        description="scan: a scanner zerodown runs itself (pip-audit, npm-audit) after `command:`, "
+        "if any; without it `command:` runs the scanner and writes `report:`.",
+    )
+    report: str | None = Field(
+        None,
+        description="scan: the report file the scanner writes (with `scanner:`, where zerodown "
+        "writes it; default .zerodown-scan-<job>.json).",
+    )
     format: ScanFormat = Field("auto", description="scan: report format (auto-detected).")
     fail_on: tuple[Severity, ...] = Field(
         ("CRITICAL", "HIGH"), description="scan: severities that fail the gate."
@@ -53,12 +63,24 @@ class PipelineJobConfig(_Model):
     dialect: str | None = Field(None, description="migrations: SQL dialect (mysql, postgres...).")
     services: tuple[str, ...] = Field((), description="deploy: services to deploy (default all).")
 
+    _scanner_by_name = field_validator("scanner", mode="before")(scanner_by_name)
+
     @model_validator(mode="after")
     def _check_kind(self) -> PipelineJobConfig:
         if self.kind in _NEEDS_COMMAND and not (self.command or "").strip():
             raise ValueError(f"a {self.kind} job needs `command:`")
-        if self.kind == "scan" and not self.report:
-            raise ValueError("a scan job needs `report:` (the SARIF/JSON file its command writes)")
+        if self.kind == "scan" and self.scanner is None:
+            if not (self.command or "").strip():
+                raise ValueError(
+                    "a scan job needs `scanner:` (pip-audit or npm-audit, run by zerodown) or "
+                    "`command:` with `report:`"
+                )
+            if not self.report:
+                raise ValueError(
+                    "a scan job needs `report:` (the SARIF/JSON file its command writes)"
+                )
+        if self.scanner is not None and self.kind != "scan":
+            raise ValueError("`scanner:` belongs to a scan job (kind: scan)")
         return self
 
 

@@ -18,7 +18,7 @@ from zerodown.pipeline.approvals import ApprovalStatus, wait_for_approval
 from zerodown.pipeline.artifacts import ArtifactStore
 from zerodown.pipeline.history import PipelineHistory
 from zerodown.pipeline.model import JobState, RunListener, RunRecord, RunState
-from zerodown.pipeline.stages import build, migrations, scan
+from zerodown.pipeline.stages import build, migrations, scan, scanners
 from zerodown.pipeline.stages import test as junit
 from zerodown.pipeline.stages.deploy import Deployments, deployment_succeeded
 from zerodown.pipeline.stages.publish import publish_revision
@@ -149,10 +149,16 @@ class JobExecutor:
         return outcome
 
     async def _scan(self, name: str, job: PipelineJobConfig) -> JobOutcome:
-        # Scanners exit non-zero when they find something; the report and the gate decide.
-        outcome = await self._shell(name, job, fail=False)
-        assert job.report is not None  # the config model requires it for scan jobs
-        report = scan.read_report(self._cwd(job) / job.report, job.format)
+        if job.scanner is not None:
+            scanned = await self._run_scanner(name, job)
+            if isinstance(scanned, JobOutcome):
+                return scanned  # the command before it failed, or no advisory data
+            outcome, report = scanned
+        else:
+            # Scanners exit non-zero when they find something; the report and the gate decide.
+            outcome = await self._shell(name, job, fail=False)
+            assert job.report is not None  # the config model requires it without `scanner:`
+            report = scan.read_report(self._cwd(job) / job.report, job.format)
         blocking = report.blocking(job.fail_on)
         outcome.summary.update(
             {"format": report.format, "counts": report.counts(), "fail_on": list(job.fail_on)}
@@ -167,6 +173,49 @@ class JobExecutor:
             outcome.summary["warning"] = f"scan gate would fail ({verdict}); optional here"
         outcome.state = JobState.SUCCEEDED
         return outcome
+
+    async def _run_scanner(
+        self, name: str, job: PipelineJobConfig
+    ) -> tuple[JobOutcome, scan.ScanReport] | JobOutcome:
+        """Run the job's `command:` (if any, e.g. exporting a lock file), then its built-in
+        scanner; a scanner without advisory data fails or warns as `scanner.unreachable` says."""
+        assert job.scanner is not None
+        if job.command:
+            outcome = await self._shell(name, job)
+            if outcome.state is not JobState.SUCCEEDED:
+                return outcome
+        else:
+            outcome = JobOutcome(JobState.RUNNING)
+        cwd = self._cwd(job)
+        self.s.logs.line(name, f"[zerodown] running {job.scanner.tool}")
+        found = await scanners.run_scanner(
+            job.scanner,
+            cwd=cwd,
+            report=cwd / (job.report or f".zerodown-scan-{name}.json"),
+            env=self._environment(job),
+            timeout=job.timeout,
+            cache_dir=self.s.loaded.state_dir / "cache" / job.scanner.tool,
+            on_line=lambda line: self.s.logs.line(name, line),
+        )
+        outcome.summary["scanner"] = job.scanner.tool
+        if isinstance(found, scanners.Unreachable):
+            self.s.logs.line(name, f"[zerodown] scan: {found.reason}")
+            if job.scanner.unreachable == "fail":
+                return _failed(
+                    outcome,
+                    f"not scanned: {found.reason} (scanner.unreachable: warn would let the run "
+                    "go on unscanned)",
+                )
+            outcome.summary["warning"] = f"not scanned: {found.reason} (scanner.unreachable: warn)"
+            outcome.state = JobState.SUCCEEDED
+            return outcome
+        if found.skipped:
+            outcome.summary["skipped"] = found.skipped[:20]
+            self.s.logs.line(
+                name,
+                f"[zerodown] not audited ({len(found.skipped)}): {'; '.join(found.skipped[:5])}",
+            )
+        return outcome, found.report
 
     async def _migrations(self, name: str, job: PipelineJobConfig) -> JobOutcome:
         folder = self._cwd(job) / job.path
