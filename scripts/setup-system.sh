@@ -9,6 +9,7 @@ command -v wrk >/dev/null || need+=(wrk)
 command -v hey >/dev/null || need+=(hey)
 command -v git >/dev/null || need+=(git)
 command -v chromium >/dev/null || need+=(chromium)   # dashboard tests drive it with Playwright
+command -v npm >/dev/null || need+=(npm)   # the scan stage's built-in `npm audit` (tests run it)
 # PostgreSQL server binaries for the history store's PostgreSQL tests (Debian keeps them off PATH)
 command -v pg_ctl >/dev/null || ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || need+=(postgresql)
 # Containers: podman's Docker-compatible API service (runc: crun fails here), a local registry,
