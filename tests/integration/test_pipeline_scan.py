@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import gzip
 import json
+import shutil
+import subprocess
+import sys
 import threading
 import zlib
 from collections.abc import Iterator
@@ -20,6 +23,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import pip
 import pytest
 import yaml
 from tests.integration.pipeline_fixtures import commit, free_port, make_pipeline_repo
@@ -225,6 +229,34 @@ async def test_pip_audit_ignore_leaves_out_the_named_vulnerabilities(
     scanned = await run_scan(tmp_path, job, {"requirements.txt": VULNERABLE_PY})
     assert scanned.run.state is RunState.SUCCEEDED, scanned.run.reason
     assert scanned.job.summary["counts"]["HIGH"] == 0
+
+
+def _interpreter_with_jinja2_2_10(root: Path) -> Path:
+    """A venv whose pip lists Jinja2 2.10: pip copied in from zerodown's own environment, and
+    Jinja2's installed-distribution record (its METADATA) without the package's code."""
+    venv = root / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    (site,) = (venv / "lib").glob("python3*/site-packages")
+    shutil.copytree(Path(pip.__file__).parent, site / "pip")
+    record = site / "jinja2-2.10.dist-info"
+    record.mkdir()
+    (record / "METADATA").write_text("Metadata-Version: 2.1\nName: Jinja2\nVersion: 2.10\n")
+    (record / "RECORD").write_text("")
+    return venv / "bin" / "python"
+
+
+async def test_pip_audit_of_an_interpreter_audits_what_is_installed_there(
+    tmp_path: Path, advisories: AdvisoryServer
+) -> None:
+    """`python:` makes pip-audit list that interpreter's packages (not zerodown's own, which has
+    jinja2 3.1.6): Jinja2 2.10 is found there."""
+    python = _interpreter_with_jinja2_2_10(tmp_path)
+    scanned = await run_scan(tmp_path, _pip_audit(advisories, python=str(python)), {})
+    assert scanned.run.state is RunState.FAILED
+    assert "security scan gate: 2 HIGH" in (scanned.job.reason or "")
+    assert [r for r in advisories.requests if "/v1/query" in r] == [
+        'POST /v1/query {"package": {"ecosystem": "PyPI", "name": "jinja2"}, "version": "2.10"}'
+    ]
 
 
 async def test_pip_audit_offline_fails_the_job_in_one_sentence_or_warns_when_told(
