@@ -208,6 +208,7 @@ async def test_pip_audit_finds_the_jinja2_2_10_advisories_and_the_prod_gate_fail
     blocking = scanned.job.summary["blocking"]
     assert sorted(blocking) == ["HIGH PYSEC-2019-217 jinja2 2.10", "HIGH PYSEC-2021-66 jinja2 2.10"]
     assert scanned.job.summary["scanner"] == "pip-audit"
+    assert scanned.job.summary["audited"] == 2
     queried = [r for r in advisories.requests if r.startswith("POST /v1/query")]
     assert len(queried) == 2 and any('"version": "2.10"' in r for r in queried)
     assert not any("Traceback" in line for line in scanned.log)
@@ -303,6 +304,7 @@ async def test_npm_audit_finds_the_lodash_4_17_4_advisories_and_the_prod_gate_fa
     assert scanned.run.state is RunState.FAILED
     assert "security scan gate: 1 CRITICAL" in (scanned.job.reason or "")
     assert scanned.job.summary["blocking"] == ["CRITICAL lodash lodash"]
+    assert scanned.job.summary["audited"] == 1
     assert f'POST {BULK} {{"lodash": ["4.17.4"]}}' in advisories.requests
     assert "GET /lodash" in advisories.requests
 

@@ -69,6 +69,10 @@ def test_scanner_by_name_is_short_for_its_settings_with_their_defaults() -> None
             "`osv_url:` needs `service: osv`",
         ),
         ("      command: trivy fs .\n", "a scan job needs `report:`"),
+        (
+            "      scanner: npm-audit\n      format: sarif\n",
+            "`format:` comes from `scanner: npm-audit`",
+        ),
     ],
 )
 def test_a_bad_scanner_fails_in_one_line_naming_the_spot(extra: str, message: str) -> None:
@@ -143,6 +147,7 @@ def test_pip_audit_that_skipped_some_dependencies_lists_them(tmp_path: Path) -> 
     assert isinstance(got, ScannerResult)
     assert [f.id for f in got.report.findings] == ["PYSEC-2019-217"]
     assert got.skipped == ["internal-lib: Dependency not found on PyPI"]
+    assert got.audited == 1
 
 
 @pytest.mark.parametrize(

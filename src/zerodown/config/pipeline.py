@@ -81,6 +81,8 @@ class PipelineJobConfig(_Model):
                 )
         if self.scanner is not None and self.kind != "scan":
             raise ValueError("`scanner:` belongs to a scan job (kind: scan)")
+        if self.scanner is not None and self.format != "auto":
+            raise ValueError(f"`format:` comes from `scanner: {self.scanner.tool}`: leave it out")
         return self
 
 

@@ -209,6 +209,9 @@ class JobExecutor:
             outcome.summary["warning"] = f"not scanned: {found.reason} (scanner.unreachable: warn)"
             outcome.state = JobState.SUCCEEDED
             return outcome
+        if found.audited is not None:
+            outcome.summary["audited"] = found.audited
+            self.s.logs.line(name, f"[zerodown] {job.scanner.tool}: {found.audited} dependencies")
         if found.skipped:
             outcome.summary["skipped"] = found.skipped[:20]
             self.s.logs.line(

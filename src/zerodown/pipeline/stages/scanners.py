@@ -52,6 +52,7 @@ class ScannerResult:
     """The report a built-in scanner wrote, read, plus what it could not audit."""
 
     report: ScanReport
+    audited: int | None = None  # dependencies the scanner checked, when it says
     skipped: list[str] = field(default_factory=list)
 
 
@@ -106,7 +107,9 @@ def pip_audit_command(
     """pip-audit's argv for `scanner`; sets in `env` what it reads from there."""
     if scanner.python:
         # pip-audit lists another interpreter's packages through pip-api, which reads this.
-        env["PIPAPI_PYTHON_LOCATION"] = _existing(str(cwd / scanner.python), "python")
+        env["PIPAPI_PYTHON_LOCATION"] = _existing(
+            str(cwd / scanner.python), "python", "scanner.python"
+        )
     args = pip_audit_executable(scanner.binary, env.get("PATH"))
     args += ["--format", "json", "--output", str(report), "--progress-spinner", "off"]
     args += ["--cache-dir", str(cache_dir), "--timeout", str(math.ceil(scanner.request_timeout))]
@@ -154,7 +157,8 @@ def read_pip_audit(
             f"pip-audit audited none of {len(skipped)} dependencies against {service} "
             f"({skipped[0]})"
         )
-    return ScannerResult(read_report(report, "pip-audit"), skipped)
+    audited = sum(1 for d in deps if "version" in d)
+    return ScannerResult(read_report(report, "pip-audit"), audited, skipped)
 
 
 # -- npm audit ----------------------------------------------------------------------------------
@@ -191,7 +195,10 @@ def read_npm_audit(
     """What `npm audit --json` printed: a report, no advisory data, or a failure."""
     data = _read_json(report, "npm audit")
     if "auditReportVersion" in data or "advisories" in data:
-        return ScannerResult(read_report(report, "npm-audit"))
+        total = ((data.get("metadata") or {}).get("dependencies") or {}).get("total")
+        return ScannerResult(
+            read_report(report, "npm-audit"), total if isinstance(total, int) else None
+        )
     error: dict[str, Any] = data["error"] if isinstance(data.get("error"), dict) else {}
     where = data.get("uri") or scanner.registry or "the npm registry"
     code = str(error.get("code") or data.get("code") or "")
@@ -232,14 +239,14 @@ def _clear(report: Path) -> None:
     report.unlink(missing_ok=True)
 
 
-def _existing(binary: str, what: str) -> str:
+def _existing(binary: str, what: str, setting: str = "scanner.binary") -> str:
     path = Path(binary)
     if path.is_file() and os.access(path, os.X_OK):
         return str(path)
     found = shutil.which(binary)
     if found:
         return found
-    raise PipelineError(f"scanner: {what} not found at {binary}: install it or fix scanner.binary")
+    raise PipelineError(f"scanner: {what} not found at {binary}: install it or fix {setting}")
 
 
 def _read_json(path: Path, what: str) -> dict[str, Any]:
