@@ -80,6 +80,7 @@ class Release:
     commit_time: float | None
     built: bool
     cached: bool
+    image: str | None = None  # its image, pinned by manifest digest, when one was built
 
 
 async def resolve_revision(repo: Path, revision: str) -> str:

@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from zerodown.runtimes.base import InstanceSpec
+from zerodown.runtimes.base import InstanceSpec, ReleaseDirectory
 from zerodown.runtimes.local import LocalRuntime, procinfo
 from zerodown.runtimes.local.supervisor import read_supervisor
 
@@ -27,13 +27,16 @@ def webapp_command() -> str:
 
 
 def webapp_spec(instance_id: str, **overrides: Any) -> InstanceSpec:
-    """A spec running the sample web app as revision `rev-<instance_id>` of service `web`."""
+    """A spec running the sample web app as revision `rev-<instance_id>` of service `web`
+    (`command=` / `workdir=` overrides go into its release directory)."""
+    release = ReleaseDirectory(
+        overrides.pop("command", webapp_command()), overrides.pop("workdir", str(REPO))
+    )
     fields: dict[str, Any] = {
         "service": "web",
         "revision": f"rev-{instance_id}",
         "instance_id": instance_id,
-        "command": webapp_command(),
-        "workdir": str(REPO),
+        "artifact": release,
         "stop_timeout": 5.0,
     }
     fields.update(overrides)
@@ -46,8 +49,7 @@ def shell_spec(instance_id: str, command: str, workdir: Path, **overrides: Any) 
         "service": "sh",
         "revision": "r1",
         "instance_id": instance_id,
-        "command": command,
-        "workdir": str(workdir),
+        "artifact": ReleaseDirectory(command, str(workdir)),
         "stop_timeout": 2.0,
     }
     fields.update(overrides)

@@ -27,7 +27,7 @@ from zerodown.revisions import (
     prepare_release,
     prune_releases,
 )
-from zerodown.runtimes.base import InstanceSpec
+from zerodown.runtimes.base import InstanceSpec, ReleaseDirectory
 from zerodown.runtimes.local import LocalRuntime
 
 APP = """\
@@ -133,8 +133,7 @@ async def test_deploys_past_the_limit_delete_old_releases_but_keep_live_target_a
             service="api",
             revision=sha["c0"],
             instance_id="api-gone-c0",
-            command=f"{sys.executable} app.py",
-            workdir=str(_releases(repo)[sha["c0"]]),
+            artifact=ReleaseDirectory(f"{sys.executable} app.py", str(_releases(repo)[sha["c0"]])),
             labels={"environment": "gone"},
         )
     )

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import builtins
 import itertools
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -37,7 +37,7 @@ from zerodown.routers.base import (
     TargetSpec,
     TargetStatus,
 )
-from zerodown.runtimes.base import InstanceInfo, InstanceSpec, InstanceState
+from zerodown.runtimes.base import ArtifactKind, InstanceInfo, InstanceSpec, InstanceState
 
 
 @dataclass
@@ -50,6 +50,7 @@ class FakeRuntime:
     broken_revisions: set[str] = field(default_factory=set)
     output: dict[str, builtins.list[str]] = field(default_factory=dict)  # by instance id
     name: str = "fake"
+    artifacts: frozenset[ArtifactKind] = frozenset({ArtifactKind.DIRECTORY, ArtifactKind.IMAGE})
     _ports: itertools.count[int] = field(default_factory=lambda: itertools.count(20000))
 
     async def start(self, spec: InstanceSpec) -> InstanceInfo:
@@ -100,6 +101,13 @@ class FakeRuntime:
 
     async def list_exited(self, service: str | None = None) -> builtins.list[InstanceInfo]:
         return []
+
+    async def logs(
+        self, instance_id: str, *, since: float | None = None, follow: bool = False
+    ) -> AsyncIterator[str]:
+        self._get(instance_id)
+        for line in self.output.get(instance_id, []):
+            yield line
 
     def running(self) -> builtins.list[InstanceInfo]:
         """Instances whose process runs."""

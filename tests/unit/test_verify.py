@@ -27,7 +27,7 @@ from zerodown.domain.records import DeploymentRecord
 from zerodown.engine.extensions import DeploymentContext
 from zerodown.errors import VerificationFailed
 from zerodown.metrics.logfilters import ERROR_LINES, SLOW_QUERIES, count_matches
-from zerodown.runtimes.base import InstanceSpec
+from zerodown.runtimes.base import InstanceSpec, ReleaseDirectory
 from zerodown.verify.dependencies import judge_components
 from zerodown.verify.jsonpath import MISSING, parse_json_path
 from zerodown.verify.logscan import to_filter
@@ -321,7 +321,8 @@ async def _context(
     runtime = FakeRuntime()
     if running:
         labels = {"deployment": "d1", "environment": "prod"}
-        await runtime.start(InstanceSpec("api", "v2", "api-1", "true", ".", labels=labels))
+        spec = InstanceSpec("api", "v2", "api-1", ReleaseDirectory("true", "."), labels=labels)
+        await runtime.start(spec)
     emitted = _Emitted()
     ctx = DeploymentContext(
         record, service, EnvironmentConfig(), "api.prod", runtime, FakeRouter(), emitted

@@ -20,7 +20,7 @@ from zerodown.domain.events import DeploymentState, EventKind
 from zerodown.domain.records import DeploymentRecord
 from zerodown.engine.extensions import DeploymentContext
 from zerodown.errors import ConfigError, SecretsError, VerificationFailed
-from zerodown.runtimes.base import InstanceSpec
+from zerodown.runtimes.base import InstanceSpec, ReleaseDirectory
 from zerodown.verify.placeholder_values import PlaceholderValues
 from zerodown.verify.placeholders import (
     Placeholder,
@@ -174,7 +174,8 @@ async def _context(
     )
     runtime = FakeRuntime()
     labels = {"deployment": "d1", "environment": "prod"}
-    await runtime.start(InstanceSpec("api", "v2", "api-1", "true", ".", labels=labels))
+    spec = InstanceSpec("api", "v2", "api-1", ReleaseDirectory("true", "."), labels=labels)
+    await runtime.start(spec)
     emitted = _Emitted()
     ctx = DeploymentContext(
         record, service, EnvironmentConfig(), "api.prod", runtime, FakeRouter(), emitted

@@ -3,21 +3,20 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from pathlib import Path
 from typing import Any
 
 from zerodown.alarms.evaluate import AlarmEvaluator, Transition
 from zerodown.alarms.history import record_transition
+from zerodown.alarms.logwatch import InstanceLogWatch
 from zerodown.alarms.model import LOG_PREFIX, AlarmDefinition, AlarmState
 from zerodown.clock import Clock, SystemClock
 from zerodown.domain.events import EventKind
 from zerodown.engine.extensions import DeploymentContext
 from zerodown.errors import AlarmTriggered, ZerodownError
-from zerodown.metrics.logfilters import LogMetricFilter, LogTail
+from zerodown.metrics.logfilters import LogMetricFilter
 from zerodown.metrics.series import PERIOD, period_start
-from zerodown.metrics.source import metrics_source
+from zerodown.metrics.source import MetricsSource, metrics_source
 from zerodown.store.base import HistoryStore
 
 log = logging.getLogger(__name__)
@@ -75,7 +74,7 @@ class AlarmGuard:
             return
         evaluators = [AlarmEvaluator(alarm, self.clock) for alarm in alarms]
         tail = (
-            LogTail(log_filters(ctx))
+            InstanceLogWatch(ctx.runtime, log_filters(ctx))
             if any(a.metric.startswith(LOG_PREFIX) for a in alarms)
             else None
         )
@@ -86,6 +85,22 @@ class AlarmGuard:
             f"watching {len(alarms)} alarm(s): " + "; ".join(a.describe() for a in alarms),
             {"alarms": [a.name for a in alarms]},
         )
+        try:
+            await self._evaluate(ctx, source, evaluators, tail, log_counts, since)
+        finally:
+            if tail is not None:
+                await tail.close()
+
+    async def _evaluate(
+        self,
+        ctx: DeploymentContext,
+        source: MetricsSource,
+        evaluators: list[AlarmEvaluator],
+        tail: InstanceLogWatch | None,
+        log_counts: dict[str, dict[int, int]],
+        since: float,
+    ) -> None:
+        """Judge every alarm each interval until cancelled (`watch` cleans up after it)."""
         while True:
             try:
                 metrics = await source.report(since=since)
@@ -111,17 +126,14 @@ class AlarmGuard:
     async def _poll_logs(
         self,
         ctx: DeploymentContext,
-        tail: LogTail,
+        tail: InstanceLogWatch,
         log_counts: dict[str, dict[int, int]],
         metrics: dict[str, Any],
     ) -> None:
         instances = await ctx.runtime.list(ctx.record.service)
-        paths = [
-            Path(info.log_path)
-            for info in instances
-            if info.log_path and info.labels.get("environment") == ctx.record.environment
-        ]
-        counts = await asyncio.to_thread(tail.poll, paths)
+        counts = tail.poll(
+            [i for i in instances if i.labels.get("environment") == ctx.record.environment]
+        )
         bucket = int(metrics.get("current", period_start(self.clock.time(), PERIOD)))
         for name, count in counts.items():
             series = log_counts.setdefault(name, {})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -457,11 +458,7 @@ async def _tail_logs(
         console.print(f"no instances of {service} are known")
         return
     # Where following starts: taken before the history is read, so no line falls in between.
-    positions = {
-        i.instance_id: await asyncio.to_thread(_log_size, i.log_path)
-        for i in infos
-        if i.log_path and i not in exited
-    }
+    follow_since = time.time()
     for info in infos:
         ended = info.state in (InstanceState.STOPPED, InstanceState.FAILED)
         prefix = f"[cyan]{info.instance_id}[/cyan]" + (" (exited)" if ended else "")
@@ -471,39 +468,19 @@ async def _tail_logs(
             continue  # removed meanwhile
         for line in history:
             console.print(f"{prefix} {escape(line)}", soft_wrap=True)
-    deadline = time.monotonic() + 24 * 3600  # bounded even when following
-    while follow and time.monotonic() < deadline:
-        await asyncio.sleep(0.5)
-        for info in infos:
-            if info.instance_id in positions and info.log_path:
-                text, positions[info.instance_id] = await asyncio.to_thread(
-                    _read_log, Path(info.log_path), positions[info.instance_id]
-                )
-                for line in text:
-                    console.print(f"[cyan]{info.instance_id}[/cyan] {escape(line)}", soft_wrap=True)
+    if not follow:
+        return
 
+    async def follow_one(instance_id: str) -> None:
+        try:
+            async for line in runtime.logs(instance_id, since=follow_since, follow=True):
+                console.print(f"[cyan]{instance_id}[/cyan] {escape(line)}", soft_wrap=True)
+        except ZerodownError:
+            return  # removed meanwhile
 
-def _log_size(path: str) -> int:
-    """The size of a log now (0 before it exists): where following it starts."""
-    try:
-        return os.stat(path).st_size
-    except FileNotFoundError:
-        return 0
-
-
-def _read_log(path: Path, position: int) -> tuple[list[str], int]:
-    """Whole new lines of a log since `position`, and the position after them."""
-    try:
-        size = path.stat().st_size
-    except FileNotFoundError:
-        return [], position
-    if size < position:  # rotated: start over
-        position = 0
-    with path.open("rb") as handle:
-        handle.seek(position)
-        chunk = handle.read(size - position)
-    complete = chunk.rfind(b"\n") + 1  # a line being written is printed once it is whole
-    return chunk[:complete].decode(errors="replace").splitlines(), position + complete
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(24 * 3600):  # bounded even when following
+            await asyncio.gather(*(follow_one(i.instance_id) for i in infos if i not in exited))
 
 
 def stop(

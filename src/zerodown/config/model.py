@@ -24,6 +24,7 @@ from zerodown.config.routes import (
     default_listen,
     listen_list,
 )
+from zerodown.config.runtime import LocalRuntimeConfig, RuntimeConfig
 from zerodown.config.secrets import SecretSourceConfig
 from zerodown.config.server import ServerConfig
 from zerodown.config.units import Duration, Size
@@ -182,7 +183,11 @@ class ServiceConfig(_Model):
         description="Prepared releases (export + build) kept besides the live ones, their "
         "rollback targets and those in use; older ones are deleted after a successful deploy.",
     )
-    run: str = Field(description="Command that starts one instance; it must listen on $PORT.")
+    run: str | None = Field(
+        None,
+        description="Command that starts one instance; it must listen on $PORT. Required, "
+        "except for a service built as an image, where it replaces the image's CMD.",
+    )
     port_env: str = Field("PORT", description="Environment variable that carries the port.")
     instances: int = Field(1, ge=1, le=256, description="How many instances to run.")
     hosts: tuple[str, ...] = Field((), description="Host headers routed here (empty: any).")
@@ -208,10 +213,19 @@ class ServiceConfig(_Model):
 
     @field_validator("run")
     @classmethod
-    def _run(cls, value: str) -> str:
-        if not value.strip():
+    def _run(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
             raise ValueError("must be a command that starts one instance, e.g. python app.py")
         return value
+
+    @model_validator(mode="after")
+    def _run_or_image(self) -> ServiceConfig:
+        if self.run is None and (self.build is None or self.build.image is None):
+            raise ValueError(
+                "`run:` is missing: write the command that starts one instance (e.g. "
+                "run: python app.py), or build an image (build: {image: ...})"
+            )
+        return self
 
 
 class StrategyConfig(_Model):
@@ -299,14 +313,6 @@ class EnvironmentConfig(_Model):
         return None if value is None else tuple(check_address(item) for item in value)
 
 
-class RuntimeConfig(_Model):
-    """Where instances run."""
-
-    backend: Literal["local"] = Field(
-        "local", description="Runtime backend: local (processes under a supervisor each)."
-    )
-
-
 class ZerodownConfig(_Model):
     """The whole of zerodown.yml."""
 
@@ -320,7 +326,11 @@ class ZerodownConfig(_Model):
         description="The router in front of the instances: `backend: builtin` (zerodown's own "
         "proxy, the default) or `backend: haproxy` (an HAProxy process zerodown configures).",
     )
-    runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
+    runtime: RuntimeConfig = Field(
+        default_factory=LocalRuntimeConfig,
+        description="Where instances run: `backend: local` (processes, the default) or "
+        "`backend: docker` (containers of each revision's image through the Docker API).",
+    )
     server: ServerConfig = Field(default_factory=ServerConfig, description="API + dashboard.")
     pipeline: PipelineConfig | None = Field(None, description="test -> build -> ... -> deploy.")
     notifications: NotificationsConfig | None = Field(None, description="Slack, webhooks.")

@@ -21,7 +21,13 @@ from zerodown.clock import Clock, SystemClock
 from zerodown.config.model import EnvironmentConfig, ServiceConfig
 from zerodown.domain.events import EventKind
 from zerodown.domain.routes import route_name
-from zerodown.errors import HealthCheckFailed, InstanceNotFound, RouterError, RuntimeBackendError
+from zerodown.errors import (
+    ConfigError,
+    HealthCheckFailed,
+    InstanceNotFound,
+    RouterError,
+    RuntimeBackendError,
+)
 from zerodown.health.checks import Prober, ProbeResult, probe
 from zerodown.health.monitor import wait_until_healthy
 from zerodown.routers.base import (
@@ -32,7 +38,16 @@ from zerodown.routers.base import (
     TargetHealth,
     TargetSpec,
 )
-from zerodown.runtimes.base import InstanceInfo, InstanceSpec, InstanceState, Runtime
+from zerodown.runtimes.base import (
+    Artifact,
+    ArtifactKind,
+    ContainerImage,
+    InstanceInfo,
+    InstanceSpec,
+    InstanceState,
+    ReleaseDirectory,
+    Runtime,
+)
 
 log = logging.getLogger(__name__)
 
@@ -59,13 +74,17 @@ class EventSink(Protocol):
 
 
 class ReleaseSource(Protocol):
-    """What the fleet needs of a prepared release: its revision and the directory it runs in."""
+    """What the fleet needs of a prepared release: its revision, the directory it runs in, and
+    the image built for it (a reference pinned by manifest digest), if any."""
 
     @property
     def sha(self) -> str: ...
 
     @property
     def path(self) -> Path: ...
+
+    @property
+    def image(self) -> str | None: ...
 
 
 @dataclass(frozen=True)
@@ -262,14 +281,32 @@ class Fleet:
             service=self.service_name,
             revision=release.sha,
             instance_id=instance_id,
-            command=self.service.run,
-            workdir=str(release.path),
+            artifact=self.artifact(release),
             env=env,
             port_env=self.service.port_env,
             stop_timeout=self.service.stop_timeout,
             memory_limit=self.service.memory,
             restart=self.service.restart,
             labels=self.labels(release.sha),
+        )
+
+    def artifact(self, release: ReleaseSource) -> Artifact:
+        """The release's image for a runtime that runs images, else its directory."""
+        if release.image is not None and ArtifactKind.IMAGE in self.runtime.artifacts:
+            return ContainerImage(release.image, self.service.run)
+        if ArtifactKind.DIRECTORY in self.runtime.artifacts and self.service.run is not None:
+            return ReleaseDirectory(self.service.run, str(release.path))
+        if ArtifactKind.DIRECTORY in self.runtime.artifacts:
+            raise ConfigError(
+                f"service {self.service_name} has no `run:` command, and the {self.runtime.name} "
+                "runtime runs processes: write `run:` or use `runtime: {backend: docker}`",
+                field=f"services.{self.service_name}.run",
+            )
+        raise ConfigError(
+            f"service {self.service_name} has no image for revision {release.sha[:12]}, and the "
+            f"{self.runtime.name} runtime runs only images: give the service "
+            "`build: {image: ...}` so each revision gets one",
+            field=f"services.{self.service_name}.build",
         )
 
     def labels(self, revision: str) -> dict[str, str]:

@@ -10,11 +10,12 @@ from typing import TYPE_CHECKING, cast
 from zerodown.errors import ConfigError
 
 if TYPE_CHECKING:
-    from zerodown.config.model import RuntimeConfig
+    from zerodown.config.runtime import RuntimeConfig
     from zerodown.runtimes.base import Runtime
 
 RUNTIME_BACKENDS: dict[str, str] = {
     "local": "zerodown.runtimes.local.backend",
+    "docker": "zerodown.runtimes.docker.backend",
 }
 
 

@@ -1,52 +1,48 @@
 """Log scan: error-pattern counts in the new instances' logs over a bake window.
 
 The seeds run `aws logs tail --since 5m --filter-pattern ERROR` after a deploy and only warn; here a
-count over its limit fails the deployment. Counting is `zerodown.metrics.logfilters`' (the same
-filters the alarms use): lines stamped before the deployment started, and files last written
-before it, are left out.
+count over its limit fails the deployment. Logs are read through the runtime (`Runtime.logs`,
+secrets masked), output older than the deployment left out; counting is
+`zerodown.metrics.logfilters`' (the same filters the alarms use), which also skips lines stamped
+before the deployment started.
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
 from dataclasses import replace
-from pathlib import Path
 
 from zerodown.clock import Clock
 from zerodown.config.verify import LogFilterConfig, LogScanConfig
-from zerodown.metrics.logfilters import PRESETS, LogMetricFilter, count_matches
-from zerodown.runtimes.base import InstanceInfo
+from zerodown.errors import InstanceNotFound
+from zerodown.metrics.logfilters import PRESETS, LogMetricFilter, count_lines
+from zerodown.runtimes.base import InstanceInfo, Runtime
 from zerodown.verify.results import CheckResult, shown
 
-ROTATED_BACKUPS = 5  # the local runtime keeps output.log.1 .. .5 (see runtimes/local/logfile.py)
+READ_LIMIT = 200_000  # lines read per instance: a flood still counts far over any limit
 
 
-def first_match(paths: Sequence[Path], log_filter: LogMetricFilter, since: float | None) -> str:
-    """The first line that counts for `log_filter` (quoted in a failed check), or ''."""
-    for path in paths:
-        try:
-            if since is not None and path.stat().st_mtime < since:
-                continue
-            with path.open(encoding="utf-8", errors="replace") as handle:
-                for line in handle:
-                    if log_filter.matches(line):
-                        return line.strip()
-        except FileNotFoundError:
-            continue
-    return ""
-
-
-def log_files(instances: Sequence[InstanceInfo]) -> list[Path]:
-    """Every log file of these instances, rotated ones included, oldest first."""
-    paths: list[Path] = []
+async def instance_lines(
+    runtime: Runtime, instances: Sequence[InstanceInfo], since: float | None
+) -> dict[str, list[str]]:
+    """Each instance's output since `since` (at most READ_LIMIT lines), by instance id."""
+    found: dict[str, list[str]] = {}
     for info in instances:
-        if not info.log_path:
-            continue
-        current = Path(info.log_path)
-        backups = [current.with_name(f"{current.name}.{i}") for i in range(ROTATED_BACKUPS, 0, -1)]
-        paths.extend(p for p in [*backups, current] if p.exists())
-    return paths
+        lines: list[str] = []
+        try:
+            async for line in runtime.logs(info.instance_id, since=since):
+                lines.append(line)
+                if len(lines) >= READ_LIMIT:
+                    break
+        except InstanceNotFound:
+            continue  # removed meanwhile: nothing of it to count
+        found[info.instance_id] = lines
+    return found
+
+
+def first_match(lines: Sequence[str], log_filter: LogMetricFilter) -> str:
+    """The first line that counts for `log_filter` (quoted in a failed check), or ''."""
+    return next((line.strip() for line in lines if log_filter.matches(line)), "")
 
 
 def to_filter(config: LogFilterConfig) -> LogMetricFilter:
@@ -62,6 +58,7 @@ def to_filter(config: LogFilterConfig) -> LogMetricFilter:
 
 async def scan_logs(
     config: LogScanConfig,
+    runtime: Runtime,
     instances: Sequence[InstanceInfo],
     *,
     since: float | None,
@@ -69,9 +66,12 @@ async def scan_logs(
 ) -> list[CheckResult]:
     """Wait out the bake window, then count each filter's lines; one result per filter."""
     await clock.sleep(config.window)
-    paths = log_files(instances)
+    by_instance = await instance_lines(runtime, instances, since)
     filters = [to_filter(item) for item in config.filters]
-    counts = await asyncio.to_thread(count_matches, paths, filters, since=since)
+    counts = dict.fromkeys((f.name for f in filters), 0)
+    for lines in by_instance.values():
+        for name, count in count_lines(lines, filters, since=since).items():
+            counts[name] += count
     target = f"{len(instances)} instance(s)"
     results = []
     for item, log_filter in zip(config.filters, filters, strict=True):
@@ -80,12 +80,14 @@ async def scan_logs(
             "count": count,
             "max": item.max,
             "window_s": config.window,
-            "files": len(paths),
+            "instances": len(by_instance),
         }
         ok = count <= item.max
         detail = f"{count} matching line(s), {item.max} allowed"
         if not ok:
-            sample = await asyncio.to_thread(first_match, paths, log_filter, since)
+            sample = next(
+                (m for lines in by_instance.values() if (m := first_match(lines, log_filter))), ""
+            )
             if sample:
                 detail += f"; first: {shown(sample)}"
         results.append(CheckResult(item.label, "log_scan", target, ok, detail, numbers))

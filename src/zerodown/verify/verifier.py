@@ -144,7 +144,7 @@ class PostDeployVerifier:
             {"window_s": config.window},
         )
         since = ctx.record.started_at or ctx.record.created_at
-        found = await scan_logs(config, instances, since=since, clock=self.clock)
+        found = await scan_logs(config, ctx.runtime, instances, since=since, clock=self.clock)
         await self._record(ctx, results, found)
 
     async def _record(

@@ -213,7 +213,12 @@ def render_config(
         # is sending one (seen as "server disconnected" under load during a reload).
         "    option idle-close-on-response",
         "    retries 3",
-        # Safe retries only: the request never reached an application, or it closed at once.
+        # Retry a request that got no answer at all: the connect failed, the instance died under
+        # it (kill -9, crash; `redispatch` sends it to another server), or the app closed the
+        # reused idle connection it went out on. The built-in router replays these too, but
+        # after a dead instance only GET/HEAD/OPTIONS; this also replays a POST. HAProxy 2.6
+        # pays for it with a copy of every request (a 16 KB buffer, ~2 us of ~13 us per
+        # request here: benchmarks/RESULTS.md).
         "    retry-on conn-failure empty-response",
         f"    timeout connect {ms(settings.connect_timeout)}",
         f"    timeout server {ms(settings.response_timeout)}",

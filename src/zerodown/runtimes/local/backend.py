@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from zerodown.config.model import RuntimeConfig
+from zerodown.config.runtime import RuntimeConfig
 from zerodown.runtimes.local.runtime import LocalRuntime
 
 

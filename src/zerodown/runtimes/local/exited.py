@@ -112,7 +112,6 @@ def exited_info(path: Path) -> InstanceInfo:
         state=state,
         restarts=status.restarts if status else 0,
         exit_code=status.exit_code if status else None,
-        log_path=str(path / LOG_DIR / OUTPUT_LOG),
         labels={**record.labels, "exited": "true"},
     )
 

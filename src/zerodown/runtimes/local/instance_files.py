@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from zerodown.runtimes.base import InstanceSpec
+from zerodown.runtimes.base import InstanceSpec, ReleaseDirectory
 from zerodown.runtimes.local.logfile import DEFAULT_BACKUPS, DEFAULT_MAX_BYTES
 from zerodown.runtimes.local.procinfo import ProcessIdentity
 
@@ -54,18 +54,25 @@ class SpecRecord:
 
     @classmethod
     def from_spec(
-        cls, spec: InstanceSpec, port: int, *, log_max_bytes: int, log_backups: int
+        cls,
+        spec: InstanceSpec,
+        release: ReleaseDirectory,
+        host: str,
+        port: int,
+        *,
+        log_max_bytes: int,
+        log_backups: int,
     ) -> SpecRecord:
-        """Record `spec` with its assigned `port`, dropping every env value."""
+        """Record `spec` (running `release`) with its address, dropping every env value."""
         return cls(
             service=spec.service,
             revision=spec.revision,
             instance_id=spec.instance_id,
-            command=spec.command,
-            workdir=spec.workdir,
+            command=release.command,
+            workdir=release.workdir,
             env_names=sorted(spec.env),
             port_env=spec.port_env,
-            host=spec.host,
+            host=host,
             port=port,
             stop_timeout=spec.stop_timeout,
             memory_limit=spec.memory_limit,

@@ -21,13 +21,19 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import asdict
 from pathlib import Path
 
 import zerodown
 from zerodown.errors import ConfigError, InstanceNotFound, RuntimeBackendError
-from zerodown.runtimes.base import InstanceInfo, InstanceSpec, InstanceState
+from zerodown.runtimes.base import (
+    ArtifactKind,
+    InstanceInfo,
+    InstanceSpec,
+    InstanceState,
+    ReleaseDirectory,
+)
 from zerodown.runtimes.local import procinfo
 from zerodown.runtimes.local.adoption import (
     forget_adopter,
@@ -60,6 +66,7 @@ from zerodown.runtimes.local.instance_files import (
     write_json_atomic,
 )
 from zerodown.runtimes.local.logfile import DEFAULT_BACKUPS, DEFAULT_MAX_BYTES, read_tail
+from zerodown.runtimes.local.logreader import output_lines
 from zerodown.runtimes.local.procinfo import ProcessIdentity
 from zerodown.runtimes.local.supervisor import APP_ENV_PREFIX, wait_until
 
@@ -86,16 +93,19 @@ class LocalRuntime:
     """Runs instances as local processes that outlive the control plane (Runtime "local")."""
 
     name = "local"
+    artifacts = frozenset({ArtifactKind.DIRECTORY})
 
     def __init__(
         self,
         state_dir: Path,
         *,
+        host: str = "127.0.0.1",
         log_max_bytes: int = DEFAULT_MAX_BYTES,
         log_backups: int = DEFAULT_BACKUPS,
         spawn_timeout: float = 15.0,
     ) -> None:
         self.state_dir = Path(state_dir)
+        self.host = host  # where every instance listens (and the router reaches it)
         self.instances_dir = self.state_dir / "instances"
         self.exited_dir = self.state_dir / EXITED_DIR
         self.log_max_bytes = log_max_bytes
@@ -104,15 +114,26 @@ class LocalRuntime:
 
     async def start(self, spec: InstanceSpec) -> InstanceInfo:
         """Launch the instance's supervisor; return once it has spawned the app."""
+        release = spec.artifact
+        if not isinstance(release, ReleaseDirectory):
+            raise RuntimeBackendError(
+                f"the local runtime runs release directories, not {release.kind} artifacts: "
+                "use `runtime: {backend: docker}` for images"
+            )
         instance_dir = self._dir_for(spec.instance_id)
         _reap_children()
         await asyncio.to_thread(self._prepare_dir, instance_dir)
         port = spec.port
         if port is None:
-            port = await asyncio.to_thread(self._allocate_port, spec.host)
+            port = await asyncio.to_thread(self._allocate_port, self.host)
         try:
             record = SpecRecord.from_spec(
-                spec, port, log_max_bytes=self.log_max_bytes, log_backups=self.log_backups
+                spec,
+                release,
+                self.host,
+                port,
+                log_max_bytes=self.log_max_bytes,
+                log_backups=self.log_backups,
             )
             await asyncio.to_thread(write_json_atomic, instance_dir / SPEC_FILE, asdict(record))
             proc = await asyncio.to_thread(self._launch_supervisor, instance_dir, spec.env)
@@ -120,7 +141,7 @@ class LocalRuntime:
             await self._wait_until_spawned(instance_dir, proc)
         except BaseException:
             if spec.port is None:
-                _release_port(spec.host, port)
+                _release_port(self.host, port)
             raise
         return await self.inspect(spec.instance_id)
 
@@ -221,6 +242,34 @@ class LocalRuntime:
         record = await asyncio.to_thread(SpecRecord.load, instance_dir)
         files = output_files(instance_dir / LOG_DIR, record.log_backups)
         return await asyncio.to_thread(read_tail, files, lines, max_bytes)
+
+    async def logs(
+        self, instance_id: str, *, since: float | None = None, follow: bool = False
+    ) -> AsyncIterator[str]:
+        """Output lines from the instance's files (masked by its supervisor), of a kept one too."""
+        try:
+            instance_dir = self._existing_dir(instance_id)
+            record = await asyncio.to_thread(SpecRecord.load, instance_dir)
+            files = output_files(instance_dir / LOG_DIR, record.log_backups)
+        except InstanceNotFound:
+            kept = self.exited_dir / instance_id / LOG_DIR
+            if not kept.is_dir():
+                raise
+            files, follow = output_files(kept, 0), False
+
+        async def active() -> bool:
+            try:
+                info = await self.inspect(instance_id)
+            except InstanceNotFound:
+                return False
+            return info.state not in (InstanceState.STOPPED, InstanceState.FAILED)
+
+        async for line in output_lines(files, since=since, follow=follow, active=active):
+            yield line
+
+    def log_file(self, instance_id: str) -> Path:
+        """The current output file of an instance (the local runtime's own; tests read it)."""
+        return self._existing_dir(instance_id) / LOG_DIR / OUTPUT_LOG
 
     async def list_exited(self, service: str | None = None) -> builtins.list[InstanceInfo]:
         """Removed instances that had crashed and whose output is kept, newest removal first."""
@@ -420,7 +469,6 @@ class LocalRuntime:
             started_at=procinfo.started_at(app) if app is not None and app_alive else None,
             restarts=status.restarts if status else 0,
             exit_code=status.exit_code if status else None,
-            log_path=str(instance_dir / LOG_DIR / OUTPUT_LOG),
             labels=labels,
         )
 
