@@ -36,6 +36,7 @@ from zerodown.shell import ShellResult, run_shell
 
 if TYPE_CHECKING:
     from zerodown.config import LoadedConfig
+    from zerodown.images.build import PublishedImage
     from zerodown.runtimes.base import Runtime
     from zerodown.store.base import HistoryStore
 
@@ -136,6 +137,11 @@ async def prepare_release(
                     cache_root=state_dir / CACHE_DIR,
                 )
         built = build_command(service) is not None
+        if service.build is not None and service.build.image is not None:
+            raise BuildFailed(
+                f"service {service_name}: build.image needs `source:` (images are built per git "
+                "revision and tagged with its sha)"
+            )
         return Release(service_name, revision, workdir, "", None, built, False)
 
     repo = root / service.source.repo
@@ -166,6 +172,11 @@ async def prepare_release(
             )
             (release_dir / BUILT_MARKER).write_text(f"{time.time():.3f}\n")
             (release_dir / _BUILDING_MARKER).unlink()
+        image = None
+        if service.build is not None and service.build.image is not None:
+            published = await _publish_image(service_name, service, repo, release_dir, sha, on_line)
+            image = published.reference
+            cached = cached and published.cached
         (service_dir / USED_STAMP.format(sha=sha)).touch()  # retention keeps the last used
     return Release(
         service_name,
@@ -175,6 +186,35 @@ async def prepare_release(
         commit_time,
         build_command(service) is not None,
         cached,
+        image,
+    )
+
+
+async def _publish_image(
+    service_name: str,
+    service: ServiceConfig,
+    repo: Path,
+    release_dir: Path,
+    sha: str,
+    on_line: Callable[[str], None] | None,
+) -> PublishedImage:
+    """The revision's image, pinned by digest: pushed before, or built and pushed now."""
+    from zerodown.images.build import publish_revision, version_tags_of
+
+    assert service.build is not None and service.build.image is not None
+    _, tags, _ = await _git(repo, "tag", "--points-at", sha)
+    code, remote, _ = await _git(repo, "remote", "get-url", "origin")
+    if code != 0:  # no remote: the repository's own directory names the source
+        _, remote, _ = await _git(repo, "rev-parse", "--show-toplevel")
+    source = remote.decode().strip() or None
+    return await publish_revision(
+        service_name,
+        service.build.image,
+        release_dir=release_dir,
+        sha=sha,
+        version_tags=version_tags_of(tags.decode().split()),
+        source=source,
+        on_line=on_line,
     )
 
 

@@ -130,12 +130,24 @@ class ImageBuildConfig(_Model):
     timeout: Duration = Field(1800.0, description="A build (and push) fails after this long.")
     # Preset knobs.
     app: str = Field("main:app", description="fastapi: the ASGI app uvicorn serves, module:attr.")
-    port: int = Field(8000, ge=1, le=65535, description="Port the app listens on in the image.")
+    port: int | None = Field(
+        None,
+        ge=1,
+        le=65535,
+        description="Port the app listens on when $PORT is unset (fastapi 8000, spring-boot 8080).",
+    )
     health_path: str | None = Field(
         None,
         description="HEALTHCHECK path (fastapi: /health, spring-boot: /actuator/health).",
     )
     java_opts: str = Field(SEED_JAVA_OPTS, description="spring-boot: JAVA_OPTS of the image.")
+
+    @field_validator("registry", mode="before")
+    @classmethod
+    def _plain_by_default(cls, value: Any) -> Any:
+        if isinstance(value, dict) and "kind" not in value:
+            return {**value, "kind": "plain"}
+        return value
 
     @field_validator("repository")
     @classmethod
@@ -147,8 +159,10 @@ class ImageBuildConfig(_Model):
     @field_validator("health_path")
     @classmethod
     def _health_path(cls, value: str | None) -> str | None:
-        if value is not None and not value.startswith("/"):
-            raise ValueError(f"must start with '/': {value!r}")
+        if value is not None and not re.fullmatch(r"/[A-Za-z0-9/_.~-]*", value):
+            raise ValueError(
+                f"write a path like /health (letters, digits, / _ . ~ -), not {value!r}"
+            )
         return value
 
 
