@@ -271,6 +271,7 @@ async def test_recovery_rolls_back_a_deployment_whose_process_died(tmp_path: Pat
 class _Release:
     def __init__(self, sha: str, path: Path) -> None:
         self.sha, self.path = sha, path
+        self.image: str | None = None
 
 
 class _Collector:

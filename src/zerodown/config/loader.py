@@ -15,6 +15,7 @@ from zerodown.config.model import ZerodownConfig
 from zerodown.config.routes import RouteConflict
 from zerodown.errors import ConfigError
 from zerodown.routers.registry import ROUTER_BACKENDS
+from zerodown.runtimes.registry import RUNTIME_BACKENDS
 
 DEFAULT_FILE = "zerodown.yml"
 
@@ -115,6 +116,8 @@ def _first_error(exc: ValidationError, root: yaml.Node | None, file: Path) -> Co
     loc = [part for part in loc if not part.startswith(("function-", "tagged-union"))]
     if len(loc) >= 2 and loc[0] == "router" and loc[1] in ROUTER_BACKENDS:
         loc.pop(1)  # the tag pydantic puts in the path of a backend's own settings
+    if len(loc) >= 2 and loc[0] == "runtime" and loc[1] in RUNTIME_BACKENDS:
+        loc.pop(1)  # likewise for a runtime backend's settings
     field = ".".join(loc) if loc else None
     message = error["msg"].removeprefix("Value error, ")
     kind = error["type"]

@@ -9,7 +9,15 @@ from __future__ import annotations
 import re
 from typing import Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 
 from zerodown.config.alarms import AlarmList, LogMetricList
 from zerodown.config.images import BuildConfig
@@ -185,6 +193,7 @@ class ServiceConfig(_Model):
     )
     run: str | None = Field(
         None,
+        validate_default=True,
         description="Command that starts one instance; it must listen on $PORT. Required, "
         "except for a service built as an image, where it replaces the image's CMD.",
     )
@@ -213,19 +222,13 @@ class ServiceConfig(_Model):
 
     @field_validator("run")
     @classmethod
-    def _run(cls, value: str | None) -> str | None:
+    def _run(cls, value: str | None, info: ValidationInfo) -> str | None:
+        build = info.data.get("build")  # validated before `run` (declared before it)
+        if value is None and (build is None or build.image is None):
+            raise PydanticCustomError("missing", "a service without an image needs `run:`")
         if value is not None and not value.strip():
             raise ValueError("must be a command that starts one instance, e.g. python app.py")
         return value
-
-    @model_validator(mode="after")
-    def _run_or_image(self) -> ServiceConfig:
-        if self.run is None and (self.build is None or self.build.image is None):
-            raise ValueError(
-                "`run:` is missing: write the command that starts one instance (e.g. "
-                "run: python app.py), or build an image (build: {image: ...})"
-            )
-        return self
 
 
 class StrategyConfig(_Model):
