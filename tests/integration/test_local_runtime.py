@@ -278,3 +278,46 @@ async def test_starting_an_instance_id_that_runs_is_refused(
         await runtime.start(shell_spec("twice", "exec sleep 1000", tmp_path))
     still = await runtime.inspect("twice")
     assert (still.state, still.pid) == (InstanceState.RUNNING, first.pid)
+
+
+async def test_logs_yield_history_then_follow_new_lines_until_the_instance_stops(
+    runtime: LocalRuntime, tmp_path: Path
+) -> None:
+    """Runtime.logs: the output so far, masked; `since` after the last write leaves it out;
+    `follow` yields each line the app writes next and ends once the instance is stopped."""
+    trigger = tmp_path / "go"
+    command = (
+        'echo "token $TOKEN"; echo first; '
+        f"while [ ! -e {trigger} ]; do sleep 0.05; done; echo second; exec sleep 1000"
+    )
+    secret = "s3cret-" + secrets.token_hex(8)
+    env = {"TOKEN": secret, "ZERODOWN_SECRET_NAMES": "TOKEN"}
+    await runtime.start(shell_spec("talky", command, tmp_path, env=env))
+
+    async def first_written() -> bool:
+        return "first" in [line async for line in runtime.logs("talky")]
+
+    await eventually(first_written, timeout=10)
+    history = [line async for line in runtime.logs("talky")]
+    assert history == ["token ****", "first"]
+    later = time.time() + 3600
+    assert [line async for line in runtime.logs("talky", since=later)] == []
+
+    followed: list[str] = []
+
+    async def follow() -> None:
+        async for line in runtime.logs("talky", since=later, follow=True):
+            followed.append(line)
+
+    follower = asyncio.create_task(follow())
+    try:
+        trigger.touch()
+
+        async def second_seen() -> bool:
+            return followed == ["second"]
+
+        await eventually(second_seen, timeout=10)
+        await runtime.stop("talky", timeout=2)
+        await asyncio.wait_for(follower, 10)  # ends by itself: the instance stopped
+    finally:
+        follower.cancel()
