@@ -304,6 +304,8 @@ class HaproxyRouter:
         async with self.changing() as state:
             await self.api.session([f"set server {where} state maint"])
             await self.api.run(f"shutdown sessions server {where}")
+            if forced:  # a reload's old workers still serve some of them: cut those too
+                await self._cut_in_old_workers(backend, server)
             now = state.routes.get(target.service)
             if now is not None:
                 now.draining.discard(target.target_id)
@@ -337,6 +339,26 @@ class HaproxyRouter:
                 text = await master.run_once(f"@!{proc.pid} show servers conn {backend}")
                 used += parse_servers_conn(text).get(server, 0)
         return used
+
+    async def _cut_in_old_workers(self, backend: str, server: str) -> None:
+        """End the server's streams that the workers a reload replaced still serve: a drain that
+        timed out cuts them at its timeout, not when the app is stopped. (`shutdown sessions
+        server` answers "Proxy is disabled" in an old worker: its sessions go one by one.)"""
+        try:
+            procs = await process.show_proc(self.paths)
+        except RouterError:
+            return
+        current = {p.pid for p in process.current_workers(procs)}
+        master = process.master_cli(self.paths)
+        for proc in procs:
+            if proc.kind != "worker" or proc.pid in current:
+                continue
+            with contextlib.suppress(RouterError):
+                sessions = await master.run_once(f"@!{proc.pid} show sess", check=False)
+                for line in sessions.splitlines():
+                    if f" be={backend} srv={server} " in line:
+                        session = line.split(":", 1)[0]
+                        await master.run_once(f"@!{proc.pid} shutdown session {session}")
 
     async def _answered(self, backend: str, server: str) -> int:
         row = (await self._rows()).get((backend, server))
