@@ -282,6 +282,12 @@ class ControlPlane:
         from zerodown.revisions import ReleaseRetention
 
         ext.observers.append(ReleaseRetention(self.loaded, self.store, self.runtime))
+        services = self.loaded.config.services.values()
+        if any(s.build is not None and s.build.image is not None for s in services):
+            # images: `latest` / `dev-<timestamp>` moved after a successful deploy, then pruned
+            from zerodown.images.lifecycle import ImageLifecycle
+
+            ext.observers.append(ImageLifecycle(self.loaded, self.store, self.runtime))
         return ext
 
     async def status(self) -> list[FleetStatus]:

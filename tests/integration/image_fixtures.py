@@ -127,3 +127,73 @@ def init_repo(repo: Path) -> Path:
     repo.mkdir(parents=True, exist_ok=True)
     git(repo, "init", "-q", "-b", "main")
     return repo
+
+
+def push_synthetic_image(
+    registry_url: str, repository: str, tags: list[str], *, created: float, payload: bytes
+) -> str:
+    """Push a one-layer image straight through the registry API; its manifest digest.
+
+    `created` (unix seconds) goes into the image config, so retention sees an image of any age.
+    """
+    import gzip
+    import json
+    import tarfile
+    import time as _time
+
+    import httpx
+
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w") as tar:
+        info = tarfile.TarInfo("payload")
+        info.size = len(payload)
+        tar.addfile(info, io.BytesIO(payload))
+    layer = gzip.compress(raw.getvalue(), mtime=0)
+    stamp = _time.strftime("%Y-%m-%dT%H:%M:%SZ", _time.gmtime(created))
+    config = json.dumps(
+        {
+            "architecture": "amd64",
+            "os": "linux",
+            "created": stamp,
+            "config": {"Cmd": ["/payload"]},
+            "rootfs": {"type": "layers", "diff_ids": [_sha(raw.getvalue())]},
+        }
+    ).encode()
+    with httpx.Client(base_url=registry_url, timeout=30) as http:
+        for blob in (layer, config):
+            start = http.post(f"/v2/{repository}/blobs/uploads/")
+            assert start.status_code == 202, start.text
+            location = start.headers["Location"]
+            sep = "&" if "?" in location else "?"
+            done = http.put(f"{location}{sep}digest={_sha(blob)}", content=blob)
+            assert done.status_code == 201, done.text
+        manifest = json.dumps(
+            {
+                "schemaVersion": 2,
+                "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+                "config": {
+                    "mediaType": "application/vnd.docker.container.image.v1+json",
+                    "size": len(config),
+                    "digest": _sha(config),
+                },
+                "layers": [
+                    {
+                        "mediaType": "application/vnd.docker.image.rootfs.diff.tar.gzip",
+                        "size": len(layer),
+                        "digest": _sha(layer),
+                    }
+                ],
+            }
+        ).encode()
+        for tag in tags:
+            put = http.put(
+                f"/v2/{repository}/manifests/{tag}",
+                content=manifest,
+                headers={"Content-Type": "application/vnd.docker.distribution.manifest.v2+json"},
+            )
+            assert put.status_code == 201, put.text
+    return _sha(manifest)
+
+
+def _sha(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()

@@ -13,6 +13,7 @@ from zerodown import __version__
 from zerodown.cli.api import register as register_api_commands
 from zerodown.cli.console import lazy_console
 from zerodown.cli.deploy import register as register_deploy_commands
+from zerodown.cli.images import register as register_images_commands
 from zerodown.cli.metrics import register as register_metrics_commands
 from zerodown.cli.notify import register as register_notify_commands
 from zerodown.cli.pipeline import register as register_pipeline_commands
@@ -30,6 +31,7 @@ app = typer.Typer(
 )
 app.add_typer(router_app, name="router")
 register_deploy_commands(app)
+register_images_commands(app)
 register_metrics_commands(app)
 register_api_commands(app)
 register_notify_commands(app)
