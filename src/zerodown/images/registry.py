@@ -121,8 +121,10 @@ def pinned_reference(address: str, repository: str, digest: str) -> str:
 
 def is_loopback(address: str) -> bool:
     """Whether host[:port] names this machine (plain http is allowed there)."""
-    host = address.rsplit(":", 1)[0] if address.count(":") == 1 else address
-    host = host.strip("[]")
+    if address.startswith("["):  # [v6]:port
+        host = address[1:].split("]", 1)[0]
+    else:
+        host = address.rsplit(":", 1)[0] if address.count(":") == 1 else address
     if host == "localhost":
         return True
     try:
