@@ -5,22 +5,26 @@ warm-up, a closed-loop throughput run (`wrk -t1 -c50`) and a fixed-rate latency 
 -q 100` = 1,000 req/s). Then the router runs once more under cProfile for the "what limits it" note.
 All processes are children bound to 127.0.0.1 and stopped at the end, whatever happens.
 The router is measured twice: one daemon, and a pool of two (`router.workers: 2`, SO_REUSEPORT).
-HAProxy is measured hand-configured (twice: nbthread 1 and default threads) and as zerodown runs
-it (`router: {backend: haproxy}`: a route and two targets put up by the engine's fleet, as a
-deploy does, with health checks, leastconn and servers added at runtime).
+HAProxy is measured hand-configured (three times: nbthread 1, default threads, and default threads
+with zerodown's `retry-on` line, which costs a copy of every request) and as zerodown runs it
+(`router: {backend: haproxy}`: a route and two targets put up by the engine's fleet, as a deploy
+does, with health checks, leastconn and servers added at runtime), with the server connections
+HAProxy opened for it (its own `show stat` counters).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import csv
+import io
 import os
 import shutil
 import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -65,6 +69,8 @@ from zerodown.errors import ZerodownError
 from zerodown.routers.base import Router, RouterBackend, RouteSpec, TargetSpec
 from zerodown.routers.builtin.client import BuiltinRouter, start_router_process, stop_router
 from zerodown.routers.builtin.pool import WorkerPoolRouter, ensure_pool, stop_pool
+from zerodown.routers.haproxy.runtime_api import RuntimeApi, SocketAddress
+from zerodown.routers.haproxy.state import HaproxyPaths
 from zerodown.routers.registry import router_backend
 
 KEY = "router"
@@ -79,6 +85,7 @@ MANAGED_P99_SLACK = 0.1  # its added p99 <= the hand-configured one's x (1 + thi
 HEY_RESOLUTION = 0.0001  # ... or + hey's resolution (0.1 ms), whichever is larger
 MANAGED_TARGETS = 2  # the managed route's targets (both the one nginx)
 RELOAD_GAIN_NOTABLE = 1.2  # a reload that gains this much says the dynamic servers cost it
+ZERODOWN_RETRY_ON = "conn-failure empty-response"  # as routers/haproxy/config.py writes it
 
 
 DIRECT = "direct to nginx"
@@ -87,6 +94,7 @@ POOL_WORKERS = 2
 ZERODOWN_POOL = f"zerodown router, {POOL_WORKERS} workers"
 HAPROXY_1 = "HAProxy, nbthread 1"
 HAPROXY_DEFAULT = "HAProxy, default threads"
+HAPROXY_RETRY = "HAProxy, default threads, with zerodown's retry-on"
 HAPROXY_MANAGED = "zerodown-managed HAProxy"
 HAPROXY_RELOADED = "zerodown-managed HAProxy, after a reload"
 
@@ -114,6 +122,9 @@ class RouterFigures:
     profile: list[ProfileLine]  # top by cumulative time
     profile_own: list[ProfileLine]  # top by own time
     seconds: int
+    # Per managed path: (server connections opened, requests sent over a reused one), HAProxy's
+    # own counters for the route's servers over the path's warm-up, wrk and hey runs.
+    connections: dict[str, tuple[int, int]] = field(default_factory=dict)
 
     def throughput_ratio(self, baseline: str, path: str = ZERODOWN) -> float:
         """`path`'s requests/s (zerodown's by default) over `baseline`'s."""
@@ -154,9 +165,13 @@ http {{
 """
 
 
-def haproxy_config(port: int, upstream_port: int, threads: int | None) -> str:
-    """One frontend, one backend, keep-alive both sides, idle server connections reused always."""
+def haproxy_config(
+    port: int, upstream_port: int, threads: int | None, retry_on: str | None = None
+) -> str:
+    """One frontend, one backend, keep-alive both sides, idle server connections reused always;
+    `retry_on`: a `retry-on` line (L7 retries make HAProxy copy every request it sends)."""
     nbthread = f"    nbthread {threads}\n" if threads else ""
+    retry = f"    retry-on {retry_on}\n" if retry_on else ""
     return f"""global
 {nbthread}    maxconn 4096
 
@@ -164,7 +179,7 @@ defaults
     mode http
     option http-keep-alive
     http-reuse always
-    timeout connect 5s
+{retry}    timeout connect 5s
     timeout client 75s
     timeout server 60s
 
@@ -190,13 +205,13 @@ def nginx_command(workdir: Path) -> Callable[[int], list[str]]:
 
 
 def haproxy_command(
-    workdir: Path, upstream_port: int, threads: int | None
+    workdir: Path, upstream_port: int, threads: int | None, retry_on: str | None = None
 ) -> Callable[[int], list[str]]:
     """How to run HAProxy in the foreground (-db) with a generated config."""
 
     def command(port: int) -> list[str]:
-        config = workdir / f"haproxy-{threads or 'default'}.cfg"
-        config.write_text(haproxy_config(port, upstream_port, threads))
+        config = workdir / f"haproxy-{threads or 'default'}{'-retry' if retry_on else ''}.cfg"
+        config.write_text(haproxy_config(port, upstream_port, threads, retry_on))
         return ["haproxy", "-db", "-f", str(config)]
 
     return command
@@ -273,6 +288,22 @@ class ManagedHaproxy:
         """A hitless reload (`zerodown router restart`): the servers added at runtime come back
         from haproxy.cfg as static servers."""
         await self.backend.restart(self.state_dir)
+
+    async def server_connections(self) -> tuple[int, int]:
+        """What the current worker's servers did since it started: see `server_connections`."""
+        admin = SocketAddress(unix=str(HaproxyPaths.under(self.state_dir).admin_socket))
+        return server_connections(await RuntimeApi(admin).run("show stat"))
+
+
+def server_connections(show_stat: str) -> tuple[int, int]:
+    """(connections opened, requests sent over an idle connection reused) by every server in
+    `show stat` (`connect` and `reuse`; health checks are not counted)."""
+    opened = reused = 0
+    for row in csv.DictReader(io.StringIO(show_stat.lstrip("# "))):
+        if row.get("type") == "2":  # a server
+            opened += int(row.get("connect") or 0)
+            reused += int(row.get("reuse") or 0)
+    return opened, reused
 
 
 @contextlib.asynccontextmanager
@@ -419,21 +450,27 @@ async def measure_all(workdir: Path, seconds: int, profile_seconds: int) -> Rout
                     ZERODOWN_POOL, workers[0].port, seconds, workers[0].pid, nginx.pid, others
                 )
             )
-        for name, threads in ((HAPROXY_1, 1), (HAPROXY_DEFAULT, None)):
-            command = haproxy_command(workdir, nginx.port, threads)
-            async with serving(f"haproxy-{threads or 'default'}", workdir, command) as haproxy:
+        hand = ((HAPROXY_1, 1, None), (HAPROXY_DEFAULT, None, None),
+                (HAPROXY_RETRY, None, ZERODOWN_RETRY_ON))  # fmt: skip
+        for name, threads, retry_on in hand:
+            command = haproxy_command(workdir, nginx.port, threads, retry_on)
+            label = f"haproxy-{threads or 'default'}{'-retry' if retry_on else ''}"
+            async with serving(label, workdir, command) as haproxy:
                 paths.append(
                     await measure_path(name, haproxy.port, seconds, haproxy.pid, nginx.pid)
                 )
+        connections: dict[str, tuple[int, int]] = {}
         async with managed_haproxy(workdir, nginx.port) as managed:
             port, pid = managed.server.port, managed.server.pid
             paths.append(await measure_path(HAPROXY_MANAGED, port, seconds, pid, nginx.pid))
+            connections[HAPROXY_MANAGED] = await managed.server_connections()
             await managed.reload()  # the same servers, now static: what dynamic servers cost
             paths.append(await measure_path(HAPROXY_RELOADED, port, seconds, pid, nginx.pid))
+            connections[HAPROXY_RELOADED] = await managed.server_connections()
         profile = await profile_router(workdir, nginx.port, profile_seconds)
     return RouterFigures(
         {p.name: p for p in paths}, read_profile(profile), read_profile(profile, 3, by="tottime"),
-        seconds,
+        seconds, connections,
     )  # fmt: skip
 
 
@@ -514,6 +551,11 @@ def build_section(
             "(one zerodown worker is one process) and once with "
             f"its default threads (one per CPU, {machine.cores} here)"
             + (
+                f", then with default threads and zerodown's `retry-on {ZERODOWN_RETRY_ON}` added"
+                if HAPROXY_RETRY in figures.paths
+                else ""
+            )
+            + (
                 f", then as zerodown runs it: `router: {{backend: haproxy}}` in a zerodown.yml, "
                 "opened by the control plane, with the route put up and "
                 f"{MANAGED_TARGETS} targets (both this nginx) admitted by the engine's fleet "
@@ -560,9 +602,7 @@ def _managed_note(figures: RouterFigures) -> str:
     ratio = figures.throughput_ratio(HAPROXY_DEFAULT, HAPROXY_MANAGED)
     cpu = ""
     if managed.proxy_cpu is not None and hand.proxy_cpu is not None:
-        managed_us = managed.proxy_cpu / managed.wrk.requests_per_sec * 1e6
-        hand_us = hand.proxy_cpu / hand.wrk.requests_per_sec * 1e6
-        cpu = f", {managed_us:.1f} µs of CPU per request against {hand_us:.1f} µs"
+        cpu = f", {_cpu_us(managed):.1f} µs of CPU per request against {_cpu_us(hand):.1f} µs"
     return (
         f"**zerodown-managed HAProxy** ({ratio:.2f}x the hand-configured one's requests/s{cpu}) "
         "runs the configuration zerodown writes, not the minimal one: health checks on each "
@@ -571,11 +611,54 @@ def _managed_note(figures: RouterFigures) -> str:
         f"nothing next to the load); `balance leastconn` over {MANAGED_TARGETS} servers "
         "(least_inflight) instead of one server; the servers are dynamic (`add server` + "
         "`enable health` + `enable server` over the Runtime API, also written into the "
-        "config); per request, the frontend sets a host variable and tests its route's ACLs "
+        "config) with `pool-max-conn -1 pool-purge-delay 5s`, the idle-connection defaults of "
+        "a config-file server, which HAProxy 2.6 does not give a server made by `add server` "
+        "(without them such a server opens one connection per request, 3x the CPU per request)"
+        + _connections_note(figures, HAPROXY_MANAGED)
+        + "; per request, the frontend sets a host variable and tests its route's ACLs "
         "(the preview header first, then the live backend), `option forwardfor` adds "
-        "X-Forwarded-For, and server connections are reused the default way (`http-reuse "
-        "safe`, not `always`). It runs master-worker with a Runtime API socket, default threads."
+        "X-Forwarded-For, server connections are reused the default way (`http-reuse "
+        f"safe`, not `always`), and `retry-on {ZERODOWN_RETRY_ON}` sends a request again "
+        "when the instance died under it or closed the reused connection it went out on (as the "
+        "built-in router does; a test kills an instance holding a request and the client gets "
+        "another one's answer)"
+        + _retry_note(figures)
+        + ". It runs master-worker with a Runtime API socket, default threads."
         + _reloaded_note(figures)
+    )
+
+
+def _cpu_us(path: PathFigures) -> float:
+    """The proxy's CPU per request under wrk, in µs (0 when it was not measured)."""
+    return (path.proxy_cpu or 0.0) / path.wrk.requests_per_sec * 1e6
+
+
+def _connections_note(figures: RouterFigures, name: str) -> str:
+    """How many server connections HAProxy opened for the requests of the path `name`."""
+    if name not in figures.connections:
+        return ""
+    opened, reused = figures.connections[name]
+    sent = opened + reused
+    share = f", {reused / sent:.2%} of them over a reused one" if sent else ""
+    return f": its servers opened {opened:,} connections for {sent:,} requests{share}"
+
+
+def _retry_note(figures: RouterFigures) -> str:
+    """What the `retry-on` line alone costs the hand-configured HAProxy, and the managed one
+    against that like-for-like configuration."""
+    if HAPROXY_RETRY not in figures.paths:
+        return ""
+    hand, retry = figures.paths[HAPROXY_DEFAULT], figures.paths[HAPROXY_RETRY]
+    alone = figures.throughput_ratio(HAPROXY_DEFAULT, HAPROXY_RETRY)
+    cpu = ""
+    if hand.proxy_cpu is not None and retry.proxy_cpu is not None:
+        cpu = f", {_cpu_us(retry):.1f} µs of CPU per request against {_cpu_us(hand):.1f} µs"
+    against = figures.throughput_ratio(HAPROXY_RETRY, HAPROXY_MANAGED)
+    return (
+        f". That line alone takes the hand-configured HAProxy to {alone:.2f}x its requests/s"
+        f"{cpu}: for any retry beyond `conn-failure`, HAProxy 2.6 copies every request it sends "
+        'into a retry buffer (a whole 16 KB buffer, its documented "performance impact"); '
+        f"against the hand-configured one with that line, the managed one serves {against:.2f}x"
     )
 
 
@@ -595,8 +678,10 @@ def _reloaded_note(figures: RouterFigures) -> str:
     )
     return (
         f" After a hitless reload (`zerodown router restart`) the same {MANAGED_TARGETS} servers "
-        f"come back from haproxy.cfg as static servers: {reloaded:,.0f} req/s against "
-        f"{managed:,.0f} before ({gain:.2f}x; {hand:.2f}x the hand-configured one), {verdict}."
+        f"come back from haproxy.cfg as static servers"
+        + _connections_note(figures, HAPROXY_RELOADED)
+        + f"; {reloaded:,.0f} req/s against {managed:,.0f} before ({gain:.2f}x; {hand:.2f}x the "
+        f"hand-configured one), {verdict}."
     )
 
 
