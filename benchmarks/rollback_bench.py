@@ -125,10 +125,9 @@ class Bake:
 
     async def verify(self, ctx: DeploymentContext) -> None:
         routes = await ctx.router.status(ctx.route)
-        ours = [
-            t for r in routes for t in r.targets if t.spec.labels.get("deployment") == ctx.record.id
-        ]
-        if any(t.spec.labels.get("pool") == PREVIEW_POOL for t in ours):
+        new = {info.instance_id for info in await ctx.new_instances()}
+        ours = [t for r in routes for t in r.targets if t.spec.target_id in new]
+        if any(t.spec.pool == PREVIEW_POOL for t in ours):
             return
         await asyncio.sleep(BAKE)
 

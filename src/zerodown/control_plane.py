@@ -139,6 +139,7 @@ class ControlPlane:
         self.router = router
         self.store = store
         self._collector: Any = None
+        self._warm_records: Any = None  # blue/green's warm windows, read from the history
         self._config_stamp: tuple[int, int, int] | None = _stamp(loaded.path)
 
     @classmethod
@@ -204,12 +205,16 @@ class ControlPlane:
         )
 
     async def reap_expired_fleets(self) -> list[str]:
-        """Drain and stop blue fleets whose blue/green rollback window has passed."""
+        """Drain and stop blue fleets whose blue/green rollback window has passed (the window
+        as the deployment recorded it in the history: a restarted control plane knows it)."""
         import time
 
-        from zerodown.engine.strategies.blue_green import reap_expired_blue
+        from zerodown.engine.strategies.blue_green import WarmRecords, reap_expired_blue
 
-        return await reap_expired_blue(self.router, self.runtime, now=time.time(), store=self.store)
+        if self._warm_records is None:
+            self._warm_records = WarmRecords(self.store)
+        records: WarmRecords = self._warm_records
+        return await reap_expired_blue(self.router, self.runtime, records, now=time.time())
 
     @property
     def metrics(self) -> MetricsSource:

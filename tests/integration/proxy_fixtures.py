@@ -131,8 +131,11 @@ class RunningProxy:
     def target(
         self, target_id: str, port: int, *, service: str = "web", weight: int = 100
     ) -> Target:
-        spec = TargetSpec(service, target_id, "127.0.0.1", port, revision=target_id, weight=weight)
-        return self.table.add_target(spec, healthy=True)
+        """A healthy target in a pool of its own (named like it) weighing `weight`."""
+        spec = TargetSpec(service, target_id, "127.0.0.1", port, revision=target_id, pool=target_id)
+        added = self.table.add_target(spec, healthy=True)
+        self.table.set_pool_weights(service, {target_id: weight})
+        return added
 
 
 async def start_proxy(settings: ProxySettings | None = None) -> RunningProxy:

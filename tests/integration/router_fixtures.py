@@ -60,9 +60,9 @@ class WebApp:
         """The instance's process id."""
         return self.process.pid
 
-    def target(self, service: str = "web", weight: int = 100) -> TargetSpec:
-        """This instance as a router target."""
-        return TargetSpec(service, self.name, "127.0.0.1", self.port, revision="r1", weight=weight)
+    def target(self, service: str = "web", pool: str = "r1") -> TargetSpec:
+        """This instance as a router target (revision r1, in pool `pool`)."""
+        return TargetSpec(service, self.name, "127.0.0.1", self.port, revision="r1", pool=pool)
 
     def kill(self) -> None:
         """SIGKILL the instance and reap it."""

@@ -11,7 +11,7 @@ import contextlib
 import shutil
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -85,8 +85,9 @@ def route(**overrides: object) -> RouteSpec:
     return RouteSpec(**values)  # type: ignore[arg-type]
 
 
-def target(app: WebApp, revision: str = "r1", weight: int = 100) -> TargetSpec:
-    return TargetSpec(ROUTE, app.name, "127.0.0.1", app.port, revision=revision, weight=weight)
+def target(app: WebApp, revision: str = "r1", pool: str | None = None) -> TargetSpec:
+    """The app as a target, in a pool of its own (named like it) unless `pool` names one."""
+    return TargetSpec(ROUTE, app.name, "127.0.0.1", app.port, revision, pool or app.name)
 
 
 @dataclass
@@ -163,20 +164,55 @@ async def test_added_targets_receive_traffic(haproxy: Haproxy) -> None:
     assert "server a 127.0.0.1:" in router.paths.config.read_text()  # mirrored into the file
 
 
-async def test_weights_90_10_shift_traffic_proportionally(haproxy: Haproxy) -> None:
-    """set_weights 90/10 in one session: 200 requests split 180/20 under round robin."""
+async def test_pool_weights_90_10_shift_traffic_proportionally(haproxy: Haproxy) -> None:
+    """Pool weights 90/10 in one session: 200 requests split 180/20 under round robin."""
     a, b = await haproxy.webapp("a"), await haproxy.webapp("b")
     router = await haproxy.open()
     await router.apply_route(route(balance="round_robin"))
     await router.add_target(target(a), healthy=True)
     await router.add_target(target(b), healthy=True)
-    await router.set_weights(ROUTE, {"a": 90, "b": 10})
+    await router.set_pool_weights(ROUTE, {"a": 90, "b": 10})
     seen = await count_instances(haproxy.base, 200)
     assert seen == Counter({"a": 180, "b": 20})
-    # Weights above HAProxy's 256 keep their proportions (a canary step writes 360 : 40).
-    await router.set_weights(ROUTE, {"a": 360, "b": 40})
+    # Weights above HAProxy's 256 keep their proportions.
+    await router.set_pool_weights(ROUTE, {"a": 360, "b": 40})
     seen = await count_instances(haproxy.base, 100)
     assert 88 <= seen["a"] <= 92, seen
+
+
+async def test_a_pools_share_is_split_among_its_servers_in_one_session(haproxy: Haproxy) -> None:
+    """Two servers in pool `old`, one in `new`; {old: 90, new: 10} is one Runtime API session
+    (every server's weight in it) and 200 requests split about 90/90/20; a third server
+    joining `old` takes a third of its share (about 60/60/60/20)."""
+    a1, a2, b = [await haproxy.webapp(name) for name in ("a1", "a2", "b")]
+    router = await haproxy.open()
+    await router.apply_route(route(balance="round_robin"))
+    for app, pool in ((a1, "old"), (a2, "old"), (b, "new")):
+        await router.add_target(target(app, pool=pool), healthy=True)
+    sessions: list[list[str]] = []
+    session = router.api.session
+
+    async def spy(commands: Sequence[str], *, check: bool = True) -> list[str]:
+        sessions.append(list(commands))
+        return await session(commands, check=check)
+
+    router.api.session = spy  # type: ignore[method-assign]
+    await router.set_pool_weights(ROUTE, {"old": 90, "new": 10})
+    router.api.session = session  # type: ignore[method-assign]
+    assert sessions == [
+        [f"set server {ROUTE}/a1 weight 45", f"set server {ROUTE}/a2 weight 45",
+         f"set server {ROUTE}/b weight 10"]
+    ]  # fmt: skip
+    # Round robin starts its new cycle where the last one stopped: within a few requests.
+    seen = await count_instances(haproxy.base, 200)
+    assert all(abs(seen[k] - n) <= 3 for k, n in {"a1": 90, "a2": 90, "b": 20}.items()), seen
+    a3 = await haproxy.webapp("a3")
+    await router.add_target(target(a3, pool="old"), healthy=True)
+    seen = await count_instances(haproxy.base, 200)
+    wanted = {"a1": 60, "a2": 60, "a3": 60, "b": 20}
+    assert all(abs(seen[k] - n) <= 3 for k, n in wanted.items()), seen
+    [status] = await router.status(ROUTE)
+    assert status.pools == {"old": 90, "new": 10}
 
 
 @pytest.mark.slow
@@ -249,12 +285,12 @@ async def test_a_reload_under_load_fails_nothing_and_keeps_weights_and_drain(
     await router.apply_route(route(balance="round_robin"))
     for app in (c, a, b):
         await router.add_target(target(app), healthy=True)
-    await router.set_weights(ROUTE, {"a": 90, "b": 10, "c": 0})
+    await router.set_pool_weights(ROUTE, {"a": 90, "b": 10, "c": 0})
     async with httpx.AsyncClient(base_url=haproxy.base, timeout=15.0) as client:
-        await router.set_weights(ROUTE, {"c": 100, "a": 0, "b": 0})
+        await router.set_pool_weights(ROUTE, {"c": 100, "a": 0, "b": 0})
         pinned = asyncio.create_task(client.get("/slow?seconds=3"))  # keeps c's drain going
         await asyncio.sleep(0.3)
-        await router.set_weights(ROUTE, {"a": 90, "b": 10, "c": 0})
+        await router.set_pool_weights(ROUTE, {"a": 90, "b": 10, "c": 0})
         drain = asyncio.create_task(router.drain_target(ROUTE, "c", timeout=20))
         await asyncio.sleep(0.3)
         stop = asyncio.Event()
@@ -388,7 +424,7 @@ async def test_haproxy_refusals_become_router_errors_with_a_sentence(haproxy: Ha
         match=r"HAProxy refused `set server web.prod/a weight 5`: "
         r"No such server\..*zerodown router restart",
     ):
-        await router.set_weights(ROUTE, {"a": 5})
+        await router.set_pool_weights(ROUTE, {"a": 5})
     with pytest.raises(RouterError, match=r"no route for service 'web\.other'"):
         await router.add_target(TargetSpec("web.other", "x", "127.0.0.1", 1), healthy=True)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+import time
 from typing import Any
 
 import httpx
@@ -20,7 +21,11 @@ from zerodown.domain.events import DeploymentState, EventKind
 from zerodown.domain.records import DeploymentRecord
 from zerodown.engine.deployer import Deployer, DeployRequest
 from zerodown.engine.extensions import DeploymentContext
+from zerodown.engine.strategies.blue_green import WarmRecords, reap_expired_blue
 from zerodown.errors import VerificationFailed
+from zerodown.routers.registry import router_backend
+from zerodown.runtimes.local import LocalRuntime
+from zerodown.store.sql import open_store
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 __all__ = ["stack"]  # the fixture, re-used from the deploy tests
@@ -147,7 +152,8 @@ async def test_canary_with_20_percent_5xx_fails_analysis_and_rolls_back(stack: S
     assert last["verdict"] == "fail" and last["canary"]["errors_5xx"] > 0
     assert await stack.versions() == {"v1"}
     [route] = await stack.router.status()
-    assert [t.spec.weight for t in route.targets] == [100, 100]  # not left at the step's share
+    [pool] = {t.spec.pool for t in route.targets}  # the baseline's, back at its full share:
+    assert route.pools == {pool: 200}  # the canary's pool went with its last instance
 
 
 async def test_slow_canary_fails_on_p95_latency(stack: Stack) -> None:
@@ -215,3 +221,49 @@ async def test_sticky_cookie_keeps_a_client_on_its_revision(stack: Stack) -> Non
     finally:
         deployer.abort()
         await task
+
+
+async def test_after_a_control_plane_restart_the_fleet_and_the_blue_reap_come_from_the_store(
+    stack: Stack,
+) -> None:
+    """Blue/green v1 -> v2, then new clients of the same state, as a control plane restarted
+    after `kill -9`: the router's files hold no engine bookkeeping (labels, deadlines), yet the
+    fleet names each instance's deployment (runtime labels) and sees blue warm; the reaper
+    leaves blue alone inside the window it reads from the history and drains it after."""
+    loaded = write_config(stack, {"type": "blue-green", "rollback_window": 600})
+    deployer = stack.deployer(loaded)
+    blue_record = await _deploy(deployer, "v1")
+    green_record = await _deploy(deployer, "v2")
+    assert green_record.state is DeploymentState.SUCCEEDED, green_record.reason
+    state_dir = loaded.state_dir
+    for name in ("state.json", "routes.json"):
+        for path in state_dir.rglob(name):
+            text = path.read_text()
+            assert "labels" not in text and "warm_until" not in text, path
+    router = await router_backend(loaded.config.router).open(state_dir, [])
+    runtime = LocalRuntime(state_dir)
+    store = open_store(f"sqlite:///{state_dir / 'history.db'}")
+    try:
+        fresh = Deployer(loaded, runtime=runtime, router=router, store=store)
+        members = await fresh.fleet("api", "prod", "after-restart", None).live()
+        by_deployment = {
+            record.id: sorted(
+                (m.revision, m.serving, m.warm) for m in members if m.deployment == record.id
+            )
+            for record in (blue_record, green_record)
+        }
+        assert by_deployment == {
+            blue_record.id: [("v1", False, True), ("v1", False, True)],
+            green_record.id: [("v2", True, False), ("v2", True, False)],
+        }
+        records = WarmRecords(store)
+        now = time.time()
+        assert await reap_expired_blue(router, runtime, records, now=now) == []
+        reaped = await reap_expired_blue(router, runtime, records, now=now + 601)
+        assert sorted(reaped) == sorted(m.instance_id for m in members if m.revision == "v1")
+        assert await stack.running_revisions() == ["v2", "v2"]
+        [route] = await router.status()
+        assert sorted(t.spec.revision for t in route.targets) == ["v2", "v2"]
+        assert await stack.versions() == {"v2"}
+    finally:
+        await store.close()

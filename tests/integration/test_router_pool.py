@@ -154,18 +154,20 @@ async def test_both_workers_get_connections_and_every_request_succeeds(pool: Poo
 
 
 async def test_weights_and_new_targets_reach_every_worker(pool: Pool) -> None:
-    """add_target and set_weights through the pool: each worker's own status agrees."""
+    """add_target and set_pool_weights through the pool: each worker's own status agrees."""
     a, b = await pool.serve("a", "b")
-    await pool.router.set_weights("web", {"a": 0, "b": 100})
+    await pool.router.add_target(a.target(pool="old"), healthy=True)
+    await pool.router.set_pool_weights("web", {"old": 0, "r1": 100})
     c = (await pool.serve("c"))[0]
     views = []
     for k in range(WORKERS):
         [route] = await pool.worker(k).status("web")
-        views.append({t.spec.target_id: t.spec.weight for t in route.targets})
-    assert views == [{"a": 0, "b": 100, c.name: 100}] * WORKERS
+        targets = {t.spec.target_id: t.spec.pool for t in route.targets}
+        views.append((targets, dict(route.pools)))
+    assert views == [({a.name: "old", b.name: "r1", c.name: "r1"}, {"old": 0, "r1": 100})] * WORKERS
     [merged] = await pool.router.status("web")
-    assert {t.spec.target_id: t.spec.weight for t in merged.targets} == views[0]
-    assert merged.healthy_count == 3 and {a.name, b.name} <= set(views[0])
+    assert ({t.spec.target_id: t.spec.pool for t in merged.targets}, merged.pools) == views[0]
+    assert merged.healthy_count == 3
 
 
 async def test_drain_under_load_fails_nothing_and_removes_the_target_everywhere(

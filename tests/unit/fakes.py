@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import builtins
 import itertools
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -36,6 +36,8 @@ from zerodown.routers.base import (
     TargetHealth,
     TargetSpec,
     TargetStatus,
+    check_pool_weights,
+    pool_weight,
 )
 from zerodown.runtimes.base import ArtifactKind, InstanceInfo, InstanceSpec, InstanceState
 
@@ -133,11 +135,14 @@ class _Target:
 
 @dataclass
 class FakeRouter:
-    """Routes and targets in memory; `serving_log` holds the serving count after every change."""
+    """Routes, targets and pool weights in memory, with the seam's pool rules (an even split
+    until pools are weighted, a pool forgotten with its last target); `serving_log` holds the
+    serving count after every change."""
 
     journal: list[tuple[str, str]] = field(default_factory=list)
     routes: dict[str, RouteSpec] = field(default_factory=dict)
     targets: dict[str, dict[str, _Target]] = field(default_factory=dict)
+    pools: dict[str, dict[str, int]] = field(default_factory=dict)
     serving_log: list[int] = field(default_factory=list)
     fail_add: bool = False
     name: str = "fake"
@@ -150,6 +155,7 @@ class FakeRouter:
     async def remove_route(self, service: str) -> None:
         self.routes.pop(service, None)
         self.targets.pop(service, None)
+        self.pools.pop(service, None)
 
     async def add_target(self, target: TargetSpec, *, healthy: bool = False) -> None:
         if self.fail_add:
@@ -159,16 +165,24 @@ class FakeRouter:
         self.journal.append(("admit", target.target_id))
         health = TargetHealth.HEALTHY if healthy else TargetHealth.UNKNOWN
         self.targets[target.service][target.target_id] = _Target(target, health)
+        self._forget_empty_pools(target.service)
         self._log(target.service)
 
-    async def set_weights(self, service: str, weights: dict[str, int]) -> None:
-        raise NotImplementedError
+    async def set_pool_weights(self, service: str, weights: Mapping[str, int]) -> None:
+        if service not in self.routes:
+            raise RouterError(f"no route for service {service!r}")
+        checked = check_pool_weights(service, weights)
+        split = ",".join(f"{k}={v}" for k, v in sorted(checked.items()))
+        self.journal.append(("pool_weights", split))
+        self.pools.setdefault(service, {}).update(checked)
+        self._log(service)
 
     async def drain_target(
         self, service: str, target_id: str, *, timeout: float | None = None
     ) -> DrainResult:
         self.journal.append(("drain", target_id))
         self.targets[service].pop(target_id, None)
+        self._forget_empty_pools(service)
         self._log(service)
         await asyncio.sleep(0)
         return DrainResult(target_id, 0.0, 0, 0)
@@ -182,17 +196,42 @@ class FakeRouter:
                     TargetStatus(t.spec, t.health, t.draining, 0)
                     for t in self.targets[name].values()
                 ),
+                pools=dict(self.pools.get(name, {})),
             )
             for name in names
         ]
 
     def serving(self, service: str) -> list[TargetSpec]:
-        """Targets that take traffic now."""
+        """Targets that take live traffic now (healthy, not draining, in a weighted pool)."""
+        pools = self.pools.get(service, {})
         return [
             t.spec
             for t in self.targets.get(service, {}).values()
-            if t.health is TargetHealth.HEALTHY and not t.draining
+            if t.health is TargetHealth.HEALTHY
+            and not t.draining
+            and pool_weight(pools, t.spec.pool) > 0
         ]
+
+    def shares(self, service: str = "api.prod") -> dict[str, float]:
+        """Revision -> percent of live traffic it gets now (a pool's share split evenly among
+        its serving targets)."""
+        pools = self.pools.get(service, {})
+        serving = self.serving(service)
+        counts: dict[str, int] = {}
+        for t in serving:
+            counts[t.pool] = counts.get(t.pool, 0) + 1
+        total = sum(pool_weight(pools, p) if pools else n for p, n in counts.items())
+        out: dict[str, float] = {}
+        for t in serving:
+            share = pool_weight(pools, t.pool) / counts[t.pool] if pools else 1
+            out[t.revision] = out.get(t.revision, 0.0) + 100 * share / total
+        return {r: round(v, 6) for r, v in out.items()}
+
+    def _forget_empty_pools(self, service: str) -> None:
+        used = {t.spec.pool for t in self.targets.get(service, {}).values()}
+        pools = self.pools.get(service, {})
+        for pool in [p for p in pools if p not in used]:
+            del pools[pool]
 
     def _log(self, service: str) -> None:
         self.serving_log.append(len(self.serving(service)))

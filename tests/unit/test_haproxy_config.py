@@ -11,10 +11,10 @@ import pytest
 from zerodown.config.router import HaproxyRouterConfig
 from zerodown.health.spec import HealthCheckSpec
 from zerodown.routers.base import RouteSpec, TargetHealth, TargetSpec
-from zerodown.routers.haproxy.config import admin_address, haproxy_weights, render_config
+from zerodown.routers.haproxy.config import admin_address, render_config
 from zerodown.routers.haproxy.process import current_workers, parse_show_proc
 from zerodown.routers.haproxy.runtime_api import is_success, translate
-from zerodown.routers.haproxy.state import HaproxyPaths, HaproxyState, RouteEntry
+from zerodown.routers.haproxy.state import HaproxyPaths, HaproxyState, RouteEntry, scaled_weights
 from zerodown.routers.haproxy.stats import parse_servers_conn, parse_show_stat
 
 LISTEN = ("127.0.0.1:18080", "127.0.0.1:18081")
@@ -35,8 +35,8 @@ def sample(tmp_path: Path, **settings: object) -> tuple[str, HaproxyPaths]:
         ),
         sticky=True,
     )
-    live = TargetSpec("web.prod", "i-1", "127.0.0.1", 9001, revision="r1", weight=100)
-    preview = TargetSpec("web.prod", "i-2", "127.0.0.1", 9002, "r2", 100, {"pool": "preview"})
+    live = TargetSpec("web.prod", "i-1", "127.0.0.1", 9001, revision="r1", pool="r1")
+    preview = TargetSpec("web.prod", "i-2", "127.0.0.1", 9002, "r2", pool="preview")
     state = HaproxyState(
         listen=list(LISTEN),
         routes={
@@ -120,15 +120,12 @@ def test_haproxy_accepts_the_generated_configuration(tmp_path: Path) -> None:
 
 
 def test_weights_above_256_are_scaled_together() -> None:
-    """HAProxy's weights stop at 256: 360 : 40 becomes 256 : 28, a positive weight stays >= 1."""
-    targets = [
-        TargetSpec("s", "a", "h", 1, weight=360),
-        TargetSpec("s", "b", "h", 2, weight=40),
-        TargetSpec("s", "c", "h", 3, weight=1),
-        TargetSpec("s", "d", "h", 4, weight=0),
-    ]
-    assert haproxy_weights(targets) == {"a": 256, "b": 28, "c": 1, "d": 0}
-    assert haproxy_weights(targets[1:]) == {"b": 40, "c": 1, "d": 0}
+    """HAProxy's weights stop at 256: 360 : 40 becomes 256 : 28, a positive weight stays >= 1;
+    integers up to 256 are kept; fractions are scaled too."""
+    shares = {"a": 360.0, "b": 40.0, "c": 1.0, "d": 0.0}
+    assert scaled_weights(shares) == {"a": 256, "b": 28, "c": 1, "d": 0}
+    assert scaled_weights({"b": 40.0, "c": 1.0, "d": 0.0}) == {"b": 40, "c": 1, "d": 0}
+    assert scaled_weights({"a": 2.5, "b": 90.0}) == {"a": 7, "b": 256}
 
 
 def test_haproxy_refusals_become_sentences_with_a_hint() -> None:

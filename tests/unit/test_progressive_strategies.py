@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -14,8 +13,8 @@ from tests.unit.fakes import FakeRouter, Harness, make_loaded
 from zerodown.domain.events import DeploymentState, EventKind
 from zerodown.engine.analysis import RevisionStats
 from zerodown.engine.commands import Command, send_command, take_commands
-from zerodown.engine.strategies.blue_green import WARM_UNTIL, reap_expired_blue
-from zerodown.errors import StoreError
+from zerodown.engine.strategies.blue_green import WARM, WARM_UNTIL, WarmRecords, reap_expired_blue
+from zerodown.errors import RouterError, StoreError
 from zerodown.routers.base import TargetHealth, TargetSpec
 from zerodown.store.sql import SqlHistoryStore, open_store
 
@@ -23,8 +22,13 @@ FAST_ANALYSIS = {"interval": 0.02, "min_requests": 10, "inconclusive_limit": 0.3
 
 
 class WeightedFakeRouter(FakeRouter):
-    """The engine's fake router with weights and the preview pool; like the real table, an
-    update of an existing target keeps its health unless `healthy`."""
+    """The engine's fake router (pools, pool weights, the preview pool); like the real table,
+    an update of an existing target keeps its health unless `healthy`. `share_log` holds the
+    revisions' shares of live traffic after every change."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.share_log: list[dict[str, float]] = []
 
     async def add_target(self, target: TargetSpec, *, healthy: bool = False) -> None:
         before = self.targets.get(target.service, {}).get(target.target_id)
@@ -32,27 +36,17 @@ class WeightedFakeRouter(FakeRouter):
         if before is not None and not healthy:
             self.targets[target.service][target.target_id].health = before.health
 
-    async def set_weights(self, service: str, weights: dict[str, int]) -> None:
-        self.journal.append(("weights", ",".join(f"{k}={v}" for k, v in sorted(weights.items()))))
-        for target_id, weight in weights.items():
-            target = self.targets[service][target_id]
-            target.spec = dataclasses.replace(target.spec, weight=weight)
-        self._log(service)
+    def _log(self, service: str) -> None:
+        super()._log(service)
+        self.share_log.append(self.shares(service))
 
-    def serving(self, service: str) -> list[TargetSpec]:
-        """Targets in live rotation (weight > 0, not preview)."""
-        return [
-            t
-            for t in super().serving(service)
-            if t.weight > 0 and t.labels.get("pool") != "preview"
-        ]
-
-    def weights(self, service: str = "api.prod") -> dict[str, int]:
-        """Revision -> summed weight of its targets."""
-        out: dict[str, int] = {}
-        for t in self.serving(service):
-            out[t.revision] = out.get(t.revision, 0) + t.weight
-        return out
+    def splits(self) -> list[dict[str, float]]:
+        """The distinct shares of live traffic, in order (repeats of one split collapsed)."""
+        found: list[dict[str, float]] = []
+        for shares in self.share_log:
+            if not found or found[-1] != shares:
+                found.append(shares)
+        return found
 
 
 class FakeMetrics:
@@ -123,7 +117,7 @@ async def test_canary_walks_its_steps_with_analysis_and_ends_on_the_new_revision
 
 
 async def test_canary_step_splits_weight_between_canary_and_baseline(tmp_path: Path) -> None:
-    """At 10 % with 1 canary and 2 baseline instances, weights sum 10 : 90."""
+    """At 10 % with 1 canary and 2 baseline instances, the pools split 10 : 90."""
     harness, metrics = _harness(tmp_path, {**CANARY, "steps": [{"weight": 10, "pause": 5}]})
     await _on_v1(harness)
     _healthy(metrics)
@@ -132,10 +126,31 @@ async def test_canary_step_splits_weight_between_canary_and_baseline(tmp_path: P
         if metrics.asked:
             break
         await asyncio.sleep(0.01)
-    weights = harness.router.weights()  # type: ignore[attr-defined]
+    router: WeightedFakeRouter = harness.router  # type: ignore[assignment]
+    shares = router.shares()
     harness.deployer.abort()
     await task
-    assert weights["v2"] * 9 == weights["v1"]
+    assert shares == {"v2": 10.0, "v1": 90.0}
+
+
+async def test_every_canary_step_is_one_change_of_the_split(tmp_path: Path) -> None:
+    """The router sees only the steps' splits, each in one change: 100 % v1, 10 : 90, 50 : 50,
+    100 % v2; never a moment of no live traffic (an empty split) or of a share in between."""
+    harness, metrics = _harness(tmp_path, CANARY)
+    await _on_v1(harness)
+    router: WeightedFakeRouter = harness.router  # type: ignore[assignment]
+    router.share_log.clear()
+    _healthy(metrics)
+    record = await harness.deploy("v2")
+    assert record.state is DeploymentState.SUCCEEDED, record.reason
+    assert router.splits() == [
+        {"v1": 100.0},
+        {"v1": 90.0, "v2": 10.0},
+        {"v1": 50.0, "v2": 50.0},
+        {"v2": 100.0},
+    ]
+    steps = [k for k, _ in harness.ops("pool_weights")]
+    assert len(steps) == 3  # 10 %, 50 %, 100 %: the router is asked once per step
 
 
 async def test_canary_with_5xx_fails_analysis_and_rolls_back_to_the_baseline(
@@ -227,17 +242,23 @@ BLUE_GREEN = {"type": "blue-green", "rollback_window": 600}
 
 
 async def test_blue_green_switches_in_one_step_and_keeps_blue_warm(tmp_path: Path) -> None:
-    """Green is admitted to the preview pool, one set_weights switches, blue stays at weight 0."""
+    """Green is admitted to the preview pool, one pool change switches all live traffic (no
+    split in between), blue stays in the router with its pool at 0; the window is recorded in
+    the history, not in the router."""
     harness, _ = _harness(tmp_path, BLUE_GREEN)
     await _on_v1(harness)
+    router: WeightedFakeRouter = harness.router  # type: ignore[assignment]
+    router.share_log.clear()
     record = await harness.deploy("v2")
     assert record.state is DeploymentState.SUCCEEDED, record.reason
-    assert [k for k, _ in harness.ops("weights")] == ["weights"]
+    assert router.splits() == [{"v1": 100.0}, {"v2": 100.0}]
     assert harness.serving_revisions() == ["v2", "v2"]
     assert harness.running_revisions() == ["v1", "v1", "v2", "v2"]
-    router: WeightedFakeRouter = harness.router  # type: ignore[assignment]
-    blue = [t.spec for t in router.targets["api.prod"].values() if t.spec.revision == "v1"]
-    assert all(t.weight == 0 and WARM_UNTIL in t.labels for t in blue)
+    route = (await router.status("api.prod"))[0]
+    blue = [t for t in route.targets if t.spec.revision == "v1"]
+    assert len(blue) == 2 and {route.pool_weight(t.spec.pool) for t in blue} == {0}
+    warm = [d for d in _events(harness, record.id, EventKind.DECISION) if WARM_UNTIL in d]
+    assert sorted(warm[0][WARM]) == sorted(t.spec.target_id for t in blue)
 
 
 async def test_blue_green_rollback_inside_the_window_is_a_flip(tmp_path: Path) -> None:
@@ -253,19 +274,20 @@ async def test_blue_green_rollback_inside_the_window_is_a_flip(tmp_path: Path) -
 
 
 async def test_blue_green_failure_after_the_switch_flips_back(tmp_path: Path) -> None:
-    """The router refusing a change right after the switch fails the deploy; the rollback flips
-    traffic back to warm blue without starting an instance."""
+    """The router failing right after it applied the switch (the answer lost) fails the deploy;
+    the rollback flips traffic back to warm blue without starting an instance."""
     harness, _ = _harness(tmp_path, BLUE_GREEN)
     await _on_v1(harness)
     router: WeightedFakeRouter = harness.router  # type: ignore[assignment]
-    switch = router.set_weights
+    switch = router.set_pool_weights
 
-    async def switch_then_break(service: str, weights: dict[str, int]) -> None:
+    async def switch_then_break(service: str, weights: Mapping[str, int]) -> None:
         await switch(service, weights)
-        router.fail_add = True  # keep_warm's label update fails now
-        router.set_weights = switch  # type: ignore[method-assign]
+        if any(pool.startswith("v2") and w > 0 for pool, w in weights.items()):  # the switch
+            router.set_pool_weights = switch  # type: ignore[method-assign]
+            raise RouterError("the router closed the connection during set_pool_weights")
 
-    router.set_weights = switch_then_break  # type: ignore[method-assign]
+    router.set_pool_weights = switch_then_break  # type: ignore[method-assign]
     record = await harness.deploy("v2")
     assert record.state is DeploymentState.ROLLED_BACK, record.reason
     assert [k for k, _ in harness.ops("start")] == ["start", "start"]  # green only
@@ -274,13 +296,14 @@ async def test_blue_green_failure_after_the_switch_flips_back(tmp_path: Path) ->
 
 
 async def test_expired_blue_is_reaped_after_its_window(tmp_path: Path) -> None:
-    """reap_expired_blue drains and stops blue once warm_until has passed, not before."""
+    """reap_expired_blue drains and stops blue once its recorded window has passed, not before."""
     harness, _ = _harness(tmp_path, BLUE_GREEN)
     await _on_v1(harness)
     await harness.deploy("v2")
     now = harness.deployer.clock.time()
-    assert await reap_expired_blue(harness.router, harness.runtime, now=now) == []
-    reaped = await reap_expired_blue(harness.router, harness.runtime, now=now + 601)
+    records = WarmRecords(harness.store)
+    assert await reap_expired_blue(harness.router, harness.runtime, records, now=now) == []
+    reaped = await reap_expired_blue(harness.router, harness.runtime, records, now=now + 601)
     assert len(reaped) == 2
     assert harness.running_revisions() == ["v2", "v2"]
     assert harness.serving_revisions() == ["v2", "v2"]

@@ -59,7 +59,7 @@ class ScriptedOps:
             return {"echo": args}
         if op == "remove_route":
             raise RouterError("no route for service 'x'")
-        if op == "set_weights":
+        if op == "set_pool_weights":
             raise RetryLater("restarting")
         if op == "add_target":
             return TargetSpec.from_dict(args["target"]).to_dict()
@@ -153,7 +153,7 @@ async def test_bad_requests_get_ok_false_and_the_connection_keeps_working(contro
         + encode_message({"id": 4, "op": "remove_route", "args": {"service": "x"}})
         + encode_message({"id": 5, "op": "add_target", "args": {"target": {"service": "a"}}})
         + encode_message({"id": 6, "op": "status", "args": {}})
-        + encode_message({"id": 7, "op": "set_weights", "args": {}})
+        + encode_message({"id": 7, "op": "set_pool_weights", "args": {}})
         + encode_message({"id": 8, "op": "ping", "args": {}})
     )
     answers = await _exchange(path, payload, answers=7)
@@ -245,12 +245,11 @@ def test_route_status_round_trips_with_health_spec_and_targets() -> None:
         health=HealthCheckSpec(path="/actuator/health", json_fields={"status": "UP"}, interval=2),
         drain_timeout=12.0,
     )
-    target = TargetSpec(
-        "api", "i-1", "127.0.0.1", 8001, revision="abc", weight=30, labels={"az": "a"}
-    )
+    target = TargetSpec("api", "i-1", "127.0.0.1", 8001, revision="abc", pool="abc-1")
     status = RouteStatus(
         route=route,
         targets=(TargetStatus(target, TargetHealth.HEALTHY, draining=True, inflight=4),),
+        pools={"abc-1": 30, "old": 0},
     )
     wire = json.loads(json.dumps(route_status_to_dict(status)))
     assert route_status_from_dict(wire) == status

@@ -142,12 +142,13 @@ class _Worker(BuiltinRouter):
 
 
 async def test_a_mutation_reaches_every_worker_and_fails_if_one_fails() -> None:
-    """set_weights is sent to all workers; one refusal makes it fail, naming that worker."""
+    """set_pool_weights is sent to all workers; one refusal makes it fail, naming that worker."""
     pool = WorkerPoolRouter(Path("/nonexistent"), 3)
-    pool.workers = [_Worker(None), _Worker(RouterError("no such target")), _Worker(None)]
-    with pytest.raises(RouterError, match=r"1 of 3 router workers.*worker 1: no such target"):
-        await pool.set_weights("web", {"a": 10})
-    assert [w.calls for w in pool.workers] == [["set_weights"]] * 3  # type: ignore[attr-defined]
+    pool.workers = [_Worker(None), _Worker(RouterError("no route")), _Worker(None)]
+    with pytest.raises(RouterError, match=r"1 of 3 router workers.*worker 1: no route"):
+        await pool.set_pool_weights("web", {"a": 10})
+    calls = [w.calls for w in pool.workers]  # type: ignore[attr-defined]
+    assert calls == [["set_pool_weights"]] * 3
 
 
 async def test_all_workers_down_is_router_unavailable() -> None:

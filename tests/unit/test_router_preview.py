@@ -11,12 +11,11 @@ def _table() -> RoutingTable:
     table = RoutingTable()
     table.apply_route(RouteSpec(service="api.prod", sticky=True, preview_header="X-Preview"))
     for target_id, revision, pool in (
-        ("b1", "v1", None),
-        ("b2", "v1", None),
+        ("b1", "v1", "v1"),
+        ("b2", "v1", "v1"),
         ("g1", "v2", "preview"),
     ):
-        labels = {"pool": pool} if pool else {}
-        spec = TargetSpec("api.prod", target_id, "127.0.0.1", 1000, revision, labels=labels)
+        spec = TargetSpec("api.prod", target_id, "127.0.0.1", 1000, revision, pool=pool)
         table.add_target(spec, healthy=True)
     return table
 
@@ -32,20 +31,21 @@ def test_preview_targets_get_only_preview_requests_and_preview_requests_only_the
 def test_a_preview_request_without_preview_targets_gets_none() -> None:
     """No green: a preview request is not silently served by blue."""
     table = _table()
-    table.set_weights("api.prod", {"g1": 0})
-    table.add_target(TargetSpec("api.prod", "g1", "127.0.0.1", 1000, "v2"), healthy=True)
+    table.set_pool_weights("api.prod", {"v1": 100})  # a pool of its own, out of rotation:
+    table.add_target(TargetSpec("api.prod", "g1", "127.0.0.1", 1000, "v2", "v2"), healthy=True)
     assert table.routes()[0].pick(preview=True) is None
 
 
 def test_sticky_revision_keeps_a_client_on_its_revision_while_it_has_targets() -> None:
-    """Cookie v2 -> only v2 targets; once v2 has no weight the client falls back to v1."""
+    """Cookie v2 -> only v2 targets; once v2's pool has no weight the client falls back to v1."""
     table = RoutingTable()
     table.apply_route(RouteSpec(service="api.prod", sticky=True))
     for target_id, revision in (("a", "v1"), ("b", "v2")):
-        table.add_target(TargetSpec("api.prod", target_id, "h", 1, revision), healthy=True)
+        spec = TargetSpec("api.prod", target_id, "h", 1, revision, pool=revision)
+        table.add_target(spec, healthy=True)
     route = table.routes()[0]
     assert {route.pick(revision="v2").spec.target_id for _ in range(10)} == {"b"}  # type: ignore[union-attr]
-    table.set_weights("api.prod", {"b": 0})
+    table.set_pool_weights("api.prod", {"v1": 100, "v2": 0})
     assert route.pick(revision="v2").spec.target_id == "a"  # type: ignore[union-attr]
 
 

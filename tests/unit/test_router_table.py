@@ -1,4 +1,5 @@
-"""The built-in router's routing table: matching, balancing, health, draining, persistence."""
+"""The built-in router's routing table: matching, pools, balancing, health, draining,
+persistence."""
 
 from __future__ import annotations
 
@@ -38,13 +39,15 @@ class FakeExchange:
 def make_table(
     weights: dict[str, int], balance: Balance = "round_robin", service: str = "web"
 ) -> RoutingTable:
+    """One healthy target per entry, each in a pool of its own (named like it) at that weight."""
     table = RoutingTable()
     table.apply_route(RouteSpec(service=service, balance=balance, drain_timeout=5.0))
-    for i, (target_id, weight) in enumerate(weights.items()):
+    for i, target_id in enumerate(weights):
         spec = TargetSpec(
-            service=service, target_id=target_id, host="127.0.0.1", port=9000 + i, weight=weight
+            service=service, target_id=target_id, host="127.0.0.1", port=9000 + i, pool=target_id
         )
         table.add_target(spec, healthy=True)
+    table.set_pool_weights(service, weights)
     return table
 
 
@@ -90,7 +93,7 @@ def test_least_inflight_ties_rotate() -> None:
 def test_draining_unhealthy_and_weight_zero_targets_are_never_picked() -> None:
     table = make_table({"ok": 10, "sick": 10, "zero": 10, "unknown": 10, "going": 10})
     table.set_health("web", "sick", TargetHealth.UNHEALTHY)
-    table.set_weights("web", {"zero": 0})
+    table.set_pool_weights("web", {"zero": 0})
     table.routes()[0].targets["going"].draining = True
     spec = TargetSpec(service="web", target_id="new", host="127.0.0.1", port=9100)
     fresh = table.add_target(spec, healthy=False)
@@ -106,13 +109,95 @@ def test_pick_returns_none_without_an_eligible_target_and_honours_exclude() -> N
     assert route.pick(exclude=[route.targets["a"]]) is route.targets["b"]
 
 
-def test_set_weights_is_atomic_and_rejects_unknown_ids() -> None:
+def test_set_pool_weights_refuses_bad_weights_whole_and_changes_the_split_at_once() -> None:
+    """A negative weight or a weight for the preview pool is refused and changes nothing; a
+    good change is one table change (one on_change) and the next picks follow it exactly."""
+    changes: list[dict[str, int]] = []
     table = make_table({"a": 50, "b": 50})
-    with pytest.raises(RouterError, match="nope"):
-        table.set_weights("web", {"a": 10, "nope": 90})
-    assert [t.spec.weight for t in table.targets("web")] == [50, 50]
-    table.set_weights("web", {"a": 10, "b": 90})
+    route = table.routes()[0]
+    table._on_change = lambda: changes.append(dict(route.pools))
+    with pytest.raises(RouterError, match="must be >= 0"):
+        table.set_pool_weights("web", {"a": 10, "b": -1})
+    with pytest.raises(RouterError, match="preview"):
+        table.set_pool_weights("web", {"a": 10, "preview": 90})
+    assert route.pools == {"a": 50, "b": 50} and changes == []
+    table.set_pool_weights("web", {"a": 10, "b": 90})
+    assert changes == [{"a": 10, "b": 90}]
     assert picks(table, 100) == {"a": 10, "b": 90}
+
+
+def test_a_pools_share_is_split_among_its_healthy_targets() -> None:
+    """Pools 90 : 10 with three targets in the first: each of those gets 30 %; when one is
+    unhealthy its share goes to its pool-mates (45 % each), not to the other pool."""
+    table = RoutingTable()
+    table.apply_route(RouteSpec(service="web", balance="round_robin"))
+    for i, (target_id, pool) in enumerate([("a1", "a"), ("a2", "a"), ("a3", "a"), ("b1", "b")]):
+        table.add_target(TargetSpec("web", target_id, "h", 9000 + i, pool=pool), healthy=True)
+    table.set_pool_weights("web", {"a": 90, "b": 10})
+    assert picks(table, 1000) == {"a1": 300, "a2": 300, "a3": 300, "b1": 100}
+    table.set_health("web", "a3", TargetHealth.UNHEALTHY)
+    assert picks(table, 1000) == {"a1": 450, "a2": 450, "b1": 100}
+
+
+def test_without_pool_weights_every_target_shares_evenly_and_an_unweighted_pool_gets_none() -> None:
+    """Before any pool weight every target takes an even share, whatever its pool; once the
+    route has pool weights, a pool without one gets no live traffic."""
+    table = RoutingTable()
+    table.apply_route(RouteSpec(service="web", balance="round_robin"))
+    for i, (target_id, pool) in enumerate([("a1", "a"), ("a2", "a"), ("b1", "b")]):
+        table.add_target(TargetSpec("web", target_id, "h", 9000 + i, pool=pool), healthy=True)
+    assert picks(table, 300) == {"a1": 100, "a2": 100, "b1": 100}
+    table.set_pool_weights("web", {"b": 100})
+    assert picks(table, 300) == {"b1": 300}
+    assert table.status("web")[0].pools == {"b": 100}
+
+
+async def test_a_pools_weight_is_forgotten_with_its_last_target() -> None:
+    """Draining the last target of a pool (or moving it to another pool) drops the pool's
+    weight; a pool that still has a target keeps it."""
+    table = RoutingTable()
+    table.apply_route(RouteSpec(service="web", drain_timeout=1.0))
+    for i, (target_id, pool) in enumerate([("a1", "a"), ("b1", "b"), ("b2", "b")]):
+        table.add_target(TargetSpec("web", target_id, "h", 9000 + i, pool=pool), healthy=True)
+    table.set_pool_weights("web", {"a": 0, "b": 100})
+    await table.drain_target("web", "b1")
+    assert table.routes()[0].pools == {"a": 0, "b": 100}
+    await table.drain_target("web", "a1")
+    assert table.routes()[0].pools == {"b": 100}
+    table.add_target(TargetSpec("web", "b2", "127.0.0.1", 9002, pool="c"), healthy=True)
+    assert table.routes()[0].pools == {}
+
+
+def test_a_snapshot_of_an_older_router_is_read_with_its_split() -> None:
+    """state.json of the router before pools (per-target weights, engine labels): read without
+    error, labels dropped, each revision a pool weighing what its targets weighed, the preview
+    label kept as the preview pool; a fleet at equal weights stays an even split."""
+
+    def old(target_id: str, revision: str, weight: int, **labels: str) -> dict[str, object]:
+        target = {"service": "web", "target_id": target_id, "host": "127.0.0.1", "port": 1}
+        target |= {"revision": revision, "weight": weight, "labels": labels}
+        return {"target": target, "health": "healthy"}
+
+    route = RouteSpec(service="web", balance="round_robin").to_dict()
+    canary = [old("c1", "v2", 20), old("b1", "v1", 90), old("b2", "v1", 90)]
+    canary.append(old("g1", "v3", 100, pool="preview", deployment="d3"))
+    table = RoutingTable()
+    table.restore({"version": 1, "routes": [{"route": route, "targets": canary}]})
+    web = table.routes()[0]
+    assert web.pools == {"v2": 20, "v1": 180}
+    assert {t.spec.target_id: t.spec.pool for t in web.targets.values()} == {
+        "c1": "v2",
+        "b1": "v1",
+        "b2": "v1",
+        "g1": "preview",
+    }
+    assert picks(table, 200) == {"c1": 20, "b1": 90, "b2": 90}
+    warm = [old("a1", "v1", 0, warm_until="1.0"), old("a2", "v2", 100)]
+    table.restore({"version": 1, "routes": [{"route": route, "targets": warm}]})
+    assert table.routes()[0].pools == {"v1-out": 0, "v2": 100}
+    even = [old("a1", "v1", 100), old("a2", "v2", 100)]
+    table.restore({"version": 1, "routes": [{"route": route, "targets": even}]})
+    assert table.routes()[0].pools == {}
 
 
 def test_match_by_host_and_longest_prefix() -> None:
@@ -182,7 +267,7 @@ def test_on_change_runs_after_every_mutation() -> None:
     table.apply_route(RouteSpec(service="web"))
     spec = TargetSpec(service="web", target_id="a", host="127.0.0.1", port=1)
     target = table.add_target(spec, healthy=True)
-    table.set_weights("web", {"a": 5})
+    table.set_pool_weights("web", {"": 5})
     table.set_health("web", "a", TargetHealth.UNHEALTHY)
     table.set_health("web", "a", TargetHealth.HEALTHY)
     table.report_connect_failure(target)
@@ -213,7 +298,8 @@ def test_snapshot_restore_round_trip_leaves_out_draining_targets() -> None:
     assert restored.snapshot() == data
     assert [t.spec.target_id for t in restored.targets("web")] == ["a", "b"]
     web = {t.spec.target_id: t for t in restored.targets("web")}
-    assert web["a"].spec.weight == 90 and web["a"].health is TargetHealth.HEALTHY
+    assert restored.routes()[0].pools == {"a": 90, "b": 10}
+    assert web["a"].spec.pool == "a" and web["a"].health is TargetHealth.HEALTHY
     assert web["b"].health is TargetHealth.UNHEALTHY
     assert restored.targets("api")[0].spec.revision == "r7"
     assert restored.match("api.test", "/v1/x") is not None

@@ -50,6 +50,6 @@ async def _on_preview(ctx: DeploymentContext) -> bool:
     new = {info.instance_id for info in await ctx.new_instances()}
     for route in await ctx.router.status(ctx.route):
         for target in route.targets:
-            if target.spec.target_id in new and target.spec.labels.get("pool") != "preview":
+            if target.spec.target_id in new and not target.spec.preview:
                 return False
     return bool(new)

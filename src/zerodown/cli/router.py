@@ -190,7 +190,9 @@ def status(state_dir: StateDir = None) -> None:
 
     processes, routes = _run(gather())
     _print_processes(processes, "on")
-    table = Table("service", "target", "address", "revision", "weight", "health", "in flight")
+    table = Table(
+        "service", "target", "address", "revision", "pool", "weight", "health", "in flight"
+    )
     for route in routes:
         for target in route.targets:
             health = target.health.value + (" (draining)" if target.draining else "")
@@ -199,12 +201,13 @@ def status(state_dir: StateDir = None) -> None:
                 target.spec.target_id,
                 target.spec.address,
                 target.spec.revision,
-                str(target.spec.weight),
+                target.spec.pool,
+                str(route.pool_weight(target.spec.pool)),
                 health,
                 str(target.inflight),
             )
         if not route.targets:
-            table.add_row(route.route.service, "-", "-", "-", "-", "-", "-")
+            table.add_row(route.route.service, "-", "-", "-", "-", "-", "-", "-")
     console.print(table)
 
 

@@ -1,8 +1,16 @@
 """`Fleet`: the instances of one service in one environment, and every step that changes them.
 
 A fleet is what the router and the runtime both know: the router's targets of the route
-`<service>.<environment>` and the runtime's instances labelled with that environment. Each step
-(launch, wait for health, admit, drain, stop) records an event before and after it happens.
+`<service>.<environment>` and the runtime's instances labelled with that environment. The engine
+owns what the instances are: deployment and revision come from the runtime's labels, the pool
+from what the engine told the router (`TargetSpec.pool`); the router only says what it does with
+them (health, draining, pool weights). Each step (launch, wait for health, admit, drain, stop)
+records an event before and after it happens.
+
+Traffic moves by pools: instances that replace others one by one (rolling, in-place,
+all-at-once) join the pool that serves the route, so traffic stays split per instance; a
+progressive strategy (canary, blue/green) gives its new instances a pool of their own
+(`new_pool`) and moves traffic between pools with one `set_pool_weights` per step.
 """
 
 from __future__ import annotations
@@ -13,7 +21,7 @@ import logging
 import secrets
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
@@ -31,10 +39,12 @@ from zerodown.errors import (
 from zerodown.health.checks import Prober, ProbeResult, probe
 from zerodown.health.monitor import wait_until_healthy
 from zerodown.routers.base import (
+    EVEN_WEIGHT,
     PREVIEW_POOL,
     Balance,
     Router,
     RouteSpec,
+    RouteStatus,
     TargetHealth,
     TargetSpec,
 )
@@ -53,7 +63,7 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-DEFAULT_WEIGHT = 100  # a target's weight when all of a fleet's instances share traffic equally
+DEFAULT_WEIGHT = EVEN_WEIGHT  # a pool's weight per instance when instances share traffic equally
 # How much of a failed instance's output its failure reason and INSTANCE_FAILED event carry.
 FAILURE_OUTPUT_LINES = 20
 FAILURE_OUTPUT_BYTES = 4096
@@ -93,15 +103,20 @@ class FleetMember:
 
     instance_id: str
     revision: str
-    deployment: str | None  # the deployment that started it (label), when known
+    deployment: str | None  # the deployment that started it (runtime label), when known
     host: str
     port: int
     in_router: bool
     draining: bool = False
     router_health: TargetHealth | None = None
     state: InstanceState | None = None  # None: the runtime does not know it
-    weight: int = DEFAULT_WEIGHT  # the router's weight (0: kept warm, out of rotation)
-    preview: bool = False  # in the router's preview pool (blue/green before the switch)
+    weight: int = DEFAULT_WEIGHT  # its pool's weight in the router (0: warm, out of rotation)
+    pool: str = ""  # the router pool the engine put it in ("" before it is admitted)
+
+    @property
+    def preview(self) -> bool:
+        """In the router's preview pool (blue/green before the switch)."""
+        return self.in_router and self.pool == PREVIEW_POOL
 
     @property
     def serving(self) -> bool:
@@ -154,6 +169,12 @@ async def _cancel_and_wait(tasks: Sequence[asyncio.Future[Any]]) -> None:
     await asyncio.wait(tasks)
 
 
+def pool_shares(members: Iterable[FleetMember], total: int) -> dict[str, int]:
+    """`total` per instance, summed per pool: weights that give each member the same share."""
+    counts = Counter(m.pool for m in members)
+    return {pool: total * count for pool, count in counts.items()}
+
+
 def dominant_revision(members: Sequence[FleetMember]) -> str | None:
     """The revision most of the fleet runs (serving instances count first)."""
     pool = [m for m in members if m.serving] or list(members)
@@ -195,6 +216,8 @@ class Fleet:
         self.touched = False
         # Resolved once per deployment by the EnvSources (secrets): never written to disk.
         self.extra_env: dict[str, str] = {}
+        # One admit at a time picks (or creates) the live pool, so concurrent ones agree.
+        self._pool_lock = asyncio.Lock()
 
     @property
     def route_name(self) -> str:
@@ -225,17 +248,28 @@ class Fleet:
         short = "".join(c for c in revision if c.isalnum())[:7] or "rev"
         return f"{self.service_name}-{self.environment_name}-{short}-{secrets.token_hex(2)}"
 
+    def new_pool(self, revision: str) -> str:
+        """`<sha12>-<deployment8>`: the pool of instances this deployment starts on its own (a
+        canary, blue/green's green); unique per deployment, so even a redeploy of the serving
+        revision gets a pool of its own."""
+        short = "".join(c for c in revision if c.isalnum())[:12] or "rev"
+        return f"{short}-{self.deployment_id[:8]}"
+
     # -- looking -----------------------------------------------------------------------------
 
-    async def members(self) -> list[FleetMember]:
-        """Every instance the router or the runtime knows for this fleet, dead ones included."""
+    async def route_status(self) -> RouteStatus | None:
+        """This fleet's route as the router sees it now; None before the route exists."""
         routes = await self.router.status()
-        targets = {
-            t.spec.target_id: t
-            for r in routes
-            if r.route.service == self.route_name
-            for t in r.targets
-        }
+        return next((r for r in routes if r.route.service == self.route_name), None)
+
+    async def members(self) -> list[FleetMember]:
+        """Every instance the router or the runtime knows for this fleet, dead ones included.
+
+        Deployment and revision are the runtime's labels (a target the runtime lost keeps the
+        revision the engine gave the router, and no deployment); nothing is read back from
+        router labels, so a router restarted without them changes nothing."""
+        route = await self.route_status()
+        targets = {t.spec.target_id: t for t in route.targets} if route else {}
         instances = {
             i.instance_id: i
             for i in await self.runtime.list(self.service_name)
@@ -244,20 +278,19 @@ class Fleet:
         found: list[FleetMember] = []
         for instance_id in sorted(targets.keys() | instances.keys()):
             target, info = targets.get(instance_id), instances.get(instance_id)
-            labels = dict(info.labels) if info else dict(target.spec.labels) if target else {}
             found.append(
                 FleetMember(
                     instance_id=instance_id,
                     revision=info.revision if info else target.spec.revision if target else "",
-                    deployment=labels.get("deployment"),
+                    deployment=info.labels.get("deployment") if info else None,
                     host=info.host if info else target.spec.host if target else "",
                     port=info.port if info else target.spec.port if target else 0,
                     in_router=target is not None,
                     draining=target.draining if target else False,
                     router_health=target.health if target else None,
                     state=info.state if info else None,
-                    weight=target.spec.weight if target else DEFAULT_WEIGHT,
-                    preview=bool(target and target.spec.labels.get("pool") == PREVIEW_POOL),
+                    weight=route.pool_weight(target.spec.pool) if route and target else 0,
+                    pool=target.spec.pool if target else "",
                 )
             )
         return found
@@ -406,34 +439,82 @@ class Fleet:
         return alive
 
     async def admit(
-        self, member: FleetMember, *, weight: int = DEFAULT_WEIGHT, preview: bool = False
-    ) -> None:
-        """Send the (checked) instance traffic now: live traffic at `weight`, or with `preview`
-        only the requests that carry the preview header (blue/green before its switch)."""
-        labels = self.labels(member.revision) | {"deployment": member.deployment or ""}
+        self, member: FleetMember, *, pool: str | None = None, preview: bool = False
+    ) -> FleetMember:
+        """Put the (checked) instance in the router and return it as admitted.
+
+        Without `pool` it joins the pool that serves the route and takes traffic now, as much
+        as each instance there (a pool is made when none serves); with `pool` it joins that pool
+        at whatever weight the pool has (a progressive strategy weighs it); with `preview` it
+        gets only the requests that carry the preview header (blue/green before its switch)."""
         if preview:
-            labels["pool"] = PREVIEW_POOL
-        target = TargetSpec(
-            service=self.route_name,
-            target_id=member.instance_id,
-            host=member.host,
-            port=member.port,
-            revision=member.revision,
-            weight=weight,
-            labels=labels,
-        )
-        await self.router.add_target(target, healthy=True)
-        what = "preview traffic" if preview else "traffic" if weight else "no traffic yet"
+            chosen = PREVIEW_POOL
+            await self._add(member, chosen)
+        elif pool is not None:
+            chosen = pool
+            await self._add(member, chosen)
+        else:
+            chosen = await self._join_live_pool(member)
+        live = pool is None and not preview
+        what = "preview traffic" if preview else "traffic" if live else f"its place in {chosen}"
         await self.sink.emit(
             EventKind.TRAFFIC_ADDED,
             f"{member.instance_id} takes {what}",
             {
                 "instance": member.instance_id,
                 "revision": member.revision,
-                "weight": weight,
+                "pool": chosen,
+                "weight": DEFAULT_WEIGHT if live else 0,
                 "preview": preview,
             },
         )
+        return replace(member, in_router=True, pool=chosen, draining=False)
+
+    async def _add(self, member: FleetMember, pool: str) -> None:
+        target = TargetSpec(
+            service=self.route_name,
+            target_id=member.instance_id,
+            host=member.host,
+            port=member.port,
+            revision=member.revision,
+            pool=pool,
+        )
+        await self.router.add_target(target, healthy=True)
+
+    async def _join_live_pool(self, member: FleetMember) -> str:
+        """Add the member to the pool that serves the route; the pool's name."""
+        async with self._pool_lock:  # concurrent admits must not each make a new pool
+            route = await self.route_status()
+            pools = dict(route.pools) if route else {}
+            serving = {p: w for p, w in pools.items() if w > 0}
+            if serving:  # the pool with the largest share
+                pool = max(serving, key=lambda p: (serving[p], p))
+                await self._add(member, pool)
+                return pool
+            if not pools:  # an even split: join the pool most instances are in
+                counts = Counter(
+                    t.spec.pool
+                    for t in (route.targets if route else ())
+                    if not t.spec.preview and not t.draining
+                )
+                pool = counts.most_common(1)[0][0] if counts else self.new_pool(member.revision)
+                await self._add(member, pool)
+                return pool
+            # Every pool is out of rotation (warm leftovers): a new pool takes the traffic.
+            pool = self.new_pool(member.revision)
+            await self._add(member, pool)
+            await self.router.set_pool_weights(self.route_name, {pool: DEFAULT_WEIGHT})
+            return pool
+
+    async def reserve_pool(self, pool: str) -> None:
+        """Make sure `pool` gets no live traffic until it is weighted: a route with an even
+        split gets explicit pool weights first (each serving pool as much as it has now)."""
+        route = await self.route_status()
+        if route is None or route.pools:
+            return  # unweighted pools of a weighted route take no live traffic
+        counts = Counter(t.spec.pool for t in route.targets if not t.spec.preview)
+        weights = {p: DEFAULT_WEIGHT * n for p, n in counts.items() if p != pool}
+        await self.router.set_pool_weights(self.route_name, weights | {pool: 0})
 
     async def drain(self, member: FleetMember) -> None:
         """Take the instance out of the router once its in-flight requests end (or time out)."""
@@ -498,12 +579,12 @@ class Fleet:
                     # Housekeeping only: a leftover that cannot go now goes on a later deploy.
                     log.warning("could not remove %s: %s", member.instance_id, exc)
 
-    async def start_admitted(self, release: ReleaseSource) -> FleetMember:
-        """Launch one instance, wait until healthy, admit it: the unit of a surge."""
+    async def start_admitted(self, release: ReleaseSource, pool: str | None = None) -> FleetMember:
+        """Launch one instance, wait until healthy, admit it (to `pool`, else the live pool):
+        the unit of a surge."""
         member = await self.launch(release)
         await self.await_healthy(member)
-        await self.admit(member)
-        return member
+        return await self.admit(member, pool=pool)
 
     async def restore(self, release: ReleaseSource, wanted: int, *, undo: str) -> None:
         """Bring the fleet back to `wanted` serving instances of `release`, then retire the rest.
@@ -526,14 +607,15 @@ class Fleet:
             key=lambda m: not m.serving,
         )[:wanted]
         missing = wanted - len(keep)
+        # New ones join the pool of those kept (a warm one: they take traffic with the flip).
+        pool = keep[0].pool if keep else None
         outcomes = await asyncio.gather(
-            *(self.start_admitted(release) for _ in range(missing)), return_exceptions=True
+            *(self.start_admitted(release, pool) for _ in range(missing)), return_exceptions=True
         )
         errors = [o for o in outcomes if isinstance(o, BaseException)]
-        kept = {m.instance_id for m in keep} | {
-            o.instance_id for o in outcomes if isinstance(o, FleetMember)
-        }
-        await self._flip_to(keep, members, kept, everything=not errors)
+        started = [o for o in outcomes if isinstance(o, FleetMember)]
+        kept = {m.instance_id for m in [*keep, *started]}
+        await self._flip_to([*keep, *started], members, kept, everything=not errors)
         rest = [m for m in await self.live() if m.instance_id not in kept]
         if errors:
             rest = [m for m in rest if not m.serving]
@@ -549,23 +631,33 @@ class Fleet:
         *,
         everything: bool,
     ) -> None:
-        """Give instances in `keep` their full weight back (warm ones out of rotation, a canary's
-        baseline at its step's share) and (if `everything`) take it from the rest, in one atomic
-        router step: a rollback to a warm fleet is a traffic flip."""
-        weights = {
-            m.instance_id: DEFAULT_WEIGHT for m in keep if m.warm or m.weight != DEFAULT_WEIGHT
+        """Give the pools of `keep` live traffic (warm ones back in rotation, a canary's
+        baseline its full share) and (if `everything`) take it from pools where nothing is
+        kept, in one atomic router step: a rollback to a warm fleet is a traffic flip. A pool
+        with kept and other instances keeps serving; those others drain away after."""
+        kept_pools = {m.pool for m in keep}
+        out = {
+            m.pool
+            for m in members
+            if m.serving and m.instance_id not in kept and m.pool not in kept_pools
         }
-        if not weights:
-            return
+        warm = any(m.weight == 0 for m in keep)
+        uneven = len({m.weight for m in keep}) > 1
+        if not warm and not uneven and not (everything and out):
+            return  # everything kept serves already (as much as the rest): the rest drains
+        route = await self.route_status()
+        weights = pool_shares(keep, DEFAULT_WEIGHT)
         if everything:
-            weights |= {
-                m.instance_id: 0 for m in members if m.serving and m.instance_id not in kept
-            }
-        await self.router.set_weights(self.route_name, weights)
+            weights |= {pool: 0 for pool in out}
+        elif route is not None and not route.pools:
+            # an even split becomes explicit: pools left serving keep an instance's share each
+            weights |= pool_shares((m for m in members if m.pool in out), DEFAULT_WEIGHT)
+        await self.router.set_pool_weights(self.route_name, weights)
         await self.sink.emit(
             EventKind.DECISION,
-            f"traffic back on {len([w for w in weights.values() if w])} instance(s) at full weight",
-            {"weights": weights},
+            f"traffic back on {len([m for m in keep if m.pool in weights])} instance(s) "
+            f"(pool weights {weights})",
+            {"pool_weights": weights},
         )
 
     async def clear(self, deployment: str) -> None:

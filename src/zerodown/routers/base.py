@@ -1,24 +1,35 @@
 """The `Router` seam: how the control plane tells a router where a service's traffic goes.
 
 A router owns routes (which requests belong to which service) and targets (the instances of a
-service that may receive them). Targets carry weights; a target receives traffic only while it is
-healthy, not draining, and its weight is above zero. Targets labelled `pool=preview` get only the
-requests that carry the route's preview header, and those requests get only them (blue/green).
+service that may receive them). Every target is in one pool, named by the engine
+(`TargetSpec.pool`): traffic moves between pools, never between single targets.
+`set_pool_weights` gives each pool its share of the route's live traffic in one atomic step; the
+router splits a pool's share among its healthy, not draining targets. Until a route has pool
+weights, all its targets share evenly; once it has them, a pool without a weight gets no live
+traffic. A pool's weight is forgotten when its last target leaves. The pool `preview` gets only
+the requests that carry the route's preview header, and those requests get only it (blue/green
+before its switch). An AWS ALB expresses this as one target group per pool, HAProxy as
+per-server weights (pool share / servers), the built-in router natively.
+
+The router keeps no bookkeeping of the engine's: which deployment started a target, and until when
+a warm fleet is kept, live in the runtime's labels and the history store.
 """
 
 from __future__ import annotations
 
 import contextlib
 import ipaddress
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol, runtime_checkable
 
+from zerodown.errors import RouterError
 from zerodown.health.spec import HealthCheckSpec, TargetHealth
 
 Balance = Literal["least_inflight", "round_robin"]
-PREVIEW_POOL = "preview"  # the `pool` label of targets that only preview requests reach
+PREVIEW_POOL = "preview"  # the pool of targets that only preview requests reach
+EVEN_WEIGHT = 100  # what every pool weighs while a route has no pool weights (an even split)
 STICKY_COOKIE = "zerodown_rev"  # the cookie that keeps a client on one revision
 
 __all__ = ["TargetHealth"]  # re-exported: routers and the engine name it from here
@@ -53,7 +64,7 @@ class RouteSpec:
     drain_timeout: float = 30.0
     # A cookie `zerodown_rev=<revision>` keeps a client on its revision (canary, blue/green).
     sticky: bool = False
-    # Requests carrying this header reach only targets labelled pool=preview (blue/green).
+    # Requests carrying this header reach only targets of the pool `preview` (blue/green).
     preview_header: str = "X-Zerodown-Preview"
 
     def __post_init__(self) -> None:
@@ -91,19 +102,24 @@ class RouteSpec:
 
 @dataclass(frozen=True)
 class TargetSpec:
-    """One instance as the router sees it."""
+    """One instance as the router sees it: where it listens, its revision (the sticky cookie's
+    value) and the pool the engine put it in."""
 
     service: str
     target_id: str  # the instance id
     host: str
     port: int
     revision: str = ""
-    weight: int = 100  # relative; 0 takes the target out of rotation without draining it
-    labels: dict[str, str] = field(default_factory=dict)  # pool=preview: preview traffic only
+    pool: str = ""  # set by the engine; `preview`: preview traffic only
 
     @property
     def address(self) -> str:
         return f"{self.host}:{self.port}"
+
+    @property
+    def preview(self) -> bool:
+        """In the preview pool: only requests with the route's preview header reach it."""
+        return self.pool == PREVIEW_POOL
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -112,21 +128,76 @@ class TargetSpec:
             "host": self.host,
             "port": self.port,
             "revision": self.revision,
-            "weight": self.weight,
-            "labels": dict(self.labels),
+            "pool": self.pool,
         }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TargetSpec:
+        """Also reads a target of an older router (per-target `weight` and `labels`, no `pool`):
+        see `pools_of_old_targets` for how those become pools."""
+        pool = data.get("pool")
+        if pool is None:
+            pool = _old_pool(data)
         return cls(
             service=data["service"],
             target_id=data["target_id"],
             host=data["host"],
             port=int(data["port"]),
             revision=data.get("revision", ""),
-            weight=int(data.get("weight", 100)),
-            labels=dict(data.get("labels", {})),
+            pool=str(pool),
         )
+
+
+def _old_pool(data: Mapping[str, Any]) -> str:
+    # An older router weighted targets one by one and kept the engine's labels: preview targets
+    # keep their pool, the others get one pool per revision (weight 0: out of rotation).
+    labels = data.get("labels") or {}
+    if labels.get("pool") == PREVIEW_POOL:
+        return PREVIEW_POOL
+    revision = str(data.get("revision", ""))
+    return revision if int(data.get("weight", EVEN_WEIGHT)) > 0 else f"{revision}-out"
+
+
+def pools_of_old_targets(items: Iterable[Mapping[str, Any]]) -> dict[str, int]:
+    """The pool weights that give targets saved by an older router (per-target weights, no
+    pools) the split they had: each pool weighs the sum of its targets' weights; equal weights
+    everywhere need none (an even split)."""
+    weights: dict[str, int] = {}
+    seen: set[int] = set()
+    for item in items:
+        if "pool" in item:
+            return {}  # saved by this version: its route carries its own pool weights
+        pool = _old_pool(item)
+        if pool == PREVIEW_POOL:
+            continue
+        weight = max(0, int(item.get("weight", EVEN_WEIGHT)))
+        seen.add(weight)
+        weights[pool] = weights.get(pool, 0) + weight
+    return {} if len(seen) <= 1 and 0 not in seen else weights
+
+
+def check_pool_weights(route: str, weights: Mapping[str, int]) -> dict[str, int]:
+    """`weights` as plain ints, or RouterError saying what is wrong (every router checks alike)."""
+    checked = {str(pool): int(weight) for pool, weight in weights.items()}
+    if PREVIEW_POOL in checked:
+        raise RouterError(
+            f"route {route!r}: the pool {PREVIEW_POOL!r} takes preview requests only and has no "
+            "weight; move its targets to another pool first"
+        )
+    bad = {pool: weight for pool, weight in checked.items() if weight < 0}
+    if bad:
+        raise RouterError(f"route {route!r}: pool weights must be >= 0, got {bad}")
+    return checked
+
+
+def pool_weight(pools: Mapping[str, int], pool: str) -> int:
+    """The share of live traffic `pool` has on a route whose pool weights are `pools` (an even
+    `EVEN_WEIGHT` for every pool while there are none; 0 for the preview pool)."""
+    if pool == PREVIEW_POOL:
+        return 0
+    if not pools:
+        return EVEN_WEIGHT
+    return pools.get(pool, 0)
 
 
 @dataclass(frozen=True)
@@ -145,6 +216,11 @@ class RouteStatus:
 
     route: RouteSpec
     targets: tuple[TargetStatus, ...]
+    pools: Mapping[str, int] = field(default_factory=dict)  # the pool weights set; {}: even
+
+    def pool_weight(self, pool: str) -> int:
+        """The share of live traffic `pool` has now (see `pool_weight`)."""
+        return pool_weight(self.pools, pool)
 
     @property
     def healthy_count(self) -> int:
@@ -176,12 +252,16 @@ class Router(Protocol):
         ...
 
     async def add_target(self, target: TargetSpec, *, healthy: bool = False) -> None:
-        """Add (or update) a target. `healthy=True`: the caller has checked it, send traffic now;
-        otherwise the router waits for `healthy_threshold` passing checks of its own."""
+        """Add (or update: another address, another pool) a target. `healthy=True`: the caller
+        has checked it, it takes its pool's share now; otherwise the router waits for
+        `healthy_threshold` passing checks of its own."""
         ...
 
-    async def set_weights(self, service: str, weights: dict[str, int]) -> None:
-        """Change several targets' weights in one atomic step."""
+    async def set_pool_weights(self, service: str, weights: Mapping[str, int]) -> None:
+        """Give each pool of `weights` its share of the route's live traffic (relative weights;
+        0: out of rotation, its targets stay in the router) in one atomic step: no request sees
+        some pools changed and others not. Pools not named keep their weight; a pool may be
+        weighted before its first target joins. The preview pool has no weight."""
         ...
 
     async def drain_target(

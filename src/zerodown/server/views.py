@@ -77,7 +77,8 @@ def fleet_view(item: FleetStatus) -> dict[str, Any]:
                     "address": t.spec.address,
                     "revision": t.spec.revision,
                     "revision_label": fleet_revision_label(item, t.spec.revision),
-                    "weight": t.spec.weight,
+                    "pool": t.spec.pool,
+                    "weight": item.route.pool_weight(t.spec.pool),  # the pool's share
                     "health": t.health.value,
                     "draining": t.draining,
                     "inflight": t.inflight,

@@ -1,20 +1,22 @@
 """blue-green: start the whole green fleet on a preview route, verify it, switch all traffic in one
-atomic router step, and keep blue warm (weight 0) for `rollback_window` so a rollback is a flip.
+atomic router step, and keep blue warm (its pool at weight 0) for `rollback_window` so a rollback
+is a flip.
 
-Blue's instances carry the router label `warm_until=<unix time>`; once it passes,
-`reap_expired_blue` (called by `zerodown serve`'s periodic loop and by the next command) drains
-and stops them.
+How long blue stays warm is the engine's to know, not the router's: the deployment records it in
+the history (a DECISION event whose data holds `warm` and `warm_until`), so a control plane
+restarted after `kill -9` still finds it. Once it passes, `reap_expired_blue` (called by
+`zerodown serve`'s periodic loop and by the next command) drains and stops blue.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from typing import Any
+from dataclasses import dataclass, field
 
 from zerodown.domain.events import EventKind
 from zerodown.domain.routes import parse_route_name
-from zerodown.engine.fleet import DEFAULT_WEIGHT, FleetMember, run_all
+from zerodown.engine.fleet import DEFAULT_WEIGHT, FleetMember, pool_shares, run_all
 from zerodown.engine.strategies.base import (
     BatchTimer,
     StrategyContext,
@@ -24,13 +26,17 @@ from zerodown.engine.strategies.base import (
     retire_all,
     start_new,
 )
-from zerodown.errors import InstanceNotFound, RouterError, RuntimeBackendError
-from zerodown.routers.base import Router, TargetHealth, TargetSpec
+from zerodown.errors import InstanceNotFound, RouterError, RuntimeBackendError, StoreError
+from zerodown.routers.base import Router, TargetHealth, TargetStatus
 from zerodown.runtimes.base import Runtime
+from zerodown.store.base import HistoryStore
 
 log = logging.getLogger(__name__)
 
-WARM_UNTIL = "warm_until"  # router label: unix time after which a warm (weight 0) target goes
+# keep_warm's DECISION event data: instances `warm` stay until `warm_until` (unix time)
+WARM = "warm"
+WARM_UNTIL = "warm_until"
+WARM_LOOKBACK = 20  # newest deployments of a service x environment whose warm records count
 
 
 @register("blue-green")
@@ -70,7 +76,7 @@ class BlueGreenStrategy:
             await install(ctx, ids, batch.label)
             green = await start_new(ctx, ids, batch.label, start_hook_first=False)
             if preview:
-                await run_all(ctx.fleet.admit(m, preview=True) for m in green)
+                green = await run_all(ctx.fleet.admit(m, preview=True) for m in green)
             ok = True
             return green
         finally:
@@ -118,18 +124,25 @@ def _warm_of(members: Sequence[FleetMember], revision: str) -> list[FleetMember]
 async def switch_traffic(
     ctx: StrategyContext, new: Sequence[FleetMember], old: Sequence[FleetMember]
 ) -> None:
-    """All live traffic to `new`, none to `old`, in one atomic router step."""
+    """All live traffic to `new`, none to `old`, in one atomic router step (`new` from the
+    preview pool moves to a pool of its own first, at weight 0: harmless, so the one
+    `set_pool_weights` is the switch)."""
     fleet = ctx.fleet
     await ctx.hook("BeforeAllowTraffic", new, "1/1")
-    # Out of the preview pool at weight 0 first: harmless, so the one `set_weights` is the switch.
-    await run_all(fleet.admit(m, weight=0) for m in new if m.preview or not m.in_router)
-    weights = {m.instance_id: DEFAULT_WEIGHT for m in new} | {m.instance_id: 0 for m in old}
-    await fleet.router.set_weights(fleet.route_name, weights)
+    moving = [m for m in new if m.preview or not m.in_router]
+    if moving:
+        pool = fleet.new_pool(ctx.release.sha)
+        await fleet.reserve_pool(pool)
+        moved = {m.instance_id: m for m in await run_all(fleet.admit(m, pool=pool) for m in moving)}
+        new = [moved.get(m.instance_id, m) for m in new]
+    weights = pool_shares(new, DEFAULT_WEIGHT)
+    weights |= {m.pool: 0 for m in old if m.pool not in weights}
+    await fleet.router.set_pool_weights(fleet.route_name, weights)
     await fleet.sink.emit(
         EventKind.STEP,
         f"switched all traffic to {len(new)} instance(s) of {ctx.release.sha[:12]} "
         f"in one step ({len(old)} instance(s) out of rotation)",
-        {"weight": 100, "weights": weights},
+        {"weight": 100, "pool_weights": weights},
     )
     await ctx.hook("AfterAllowTraffic", new, "1/1")
 
@@ -146,34 +159,63 @@ async def keep_warm(ctx: StrategyContext, blue: Sequence[FleetMember]) -> None:
         await retire_all(ctx, blue)
         return
     until = fleet.clock.time() + window
-    for member in blue:
-        await fleet.router.add_target(
-            TargetSpec(
-                service=fleet.route_name,
-                target_id=member.instance_id,
-                host=member.host,
-                port=member.port,
-                revision=member.revision,
-                weight=0,
-                labels=fleet.labels(member.revision)
-                | {"deployment": member.deployment or "", WARM_UNTIL: f"{until:.3f}"},
-            )
-        )
+    # Recorded in the history (emit waits for it): the reaper reads it there, after a restart too.
     await fleet.sink.emit(
         EventKind.DECISION,
         f"blue ({len(blue)} instance(s) of {blue[0].revision[:12]}) stays warm for "
         f"{window:g} s: `zerodown rollback` until then only flips traffic",
-        {"warm": [m.instance_id for m in blue], "warm_until": until},
+        {WARM: [m.instance_id for m in blue], WARM_UNTIL: until},
     )
 
 
+@dataclass
+class WarmRecords:
+    """Until when each warm instance is kept, as blue/green deployments recorded it in the
+    history (the newest record of an instance counts). Records of finished deployments never
+    change, so each is read from the store once."""
+
+    store: HistoryStore
+    _finished: dict[str, dict[str, float]] = field(default_factory=dict)
+
+    async def deadlines(self, service: str, environment: str) -> dict[str, float]:
+        """instance id -> unix time its warm window ends, for one service x environment."""
+        found: dict[str, float] = {}
+        records = await self.store.list_deployments(
+            service=service, environment=environment, limit=WARM_LOOKBACK
+        )
+        for record in records:  # newest first
+            warm = self._finished.get(record.id)
+            if warm is None:
+                warm = await self._read(record.id)
+                if record.state.terminal:
+                    self._finished[record.id] = warm
+            for instance_id, until in warm.items():
+                found.setdefault(instance_id, until)
+        return found
+
+    async def _read(self, deployment_id: str) -> dict[str, float]:
+        warm: dict[str, float] = {}
+        for _, event in await self.store.events(deployment_id):
+            data = event.data
+            if event.kind is EventKind.DECISION and WARM_UNTIL in data and WARM in data:
+                with_ids = data[WARM] if isinstance(data[WARM], list) else []
+                try:
+                    until = float(data[WARM_UNTIL])
+                except (TypeError, ValueError):
+                    continue
+                warm |= {str(instance_id): until for instance_id in with_ids}
+        return warm
+
+
 async def reap_expired_blue(
-    router: Router, runtime: Runtime, *, now: float, store: Any | None = None
+    router: Router, runtime: Runtime, records: WarmRecords, *, now: float
 ) -> list[str]:
     """Drain and stop warm fleets whose rollback window has passed; return their instance ids.
 
-    Skips a route while a deployment of it holds the lock (when `store` is given): that
-    deployment decides about its fleet. Failures are logged, never raised (housekeeping).
+    A warm instance is one in the router whose pool has no live traffic; until when it stays
+    comes from the history (`WarmRecords`), never from the router, and one without a record is
+    left alone. Skips a route while a deployment of it holds the lock: that deployment decides
+    about its fleet. Failures are logged, never raised (housekeeping).
     """
     reaped: list[str] = []
     try:
@@ -182,19 +224,21 @@ async def reap_expired_blue(
         log.warning("cannot list routes to reap expired blue fleets: %s", exc)
         return reaped
     for route in routes:
-        expired = [
-            t
-            for t in route.targets
-            if t.spec.weight == 0
-            and not t.draining
-            and _expired(t.spec.labels.get(WARM_UNTIL), now)
-        ]
-        if not expired:
+        warm = [t for t in route.targets if _out_of_rotation(t, route.pool_weight(t.spec.pool))]
+        if not warm:
             continue
         service, environment = parse_route_name(route.route.service)
-        if store is not None and await store.lock_holder(service, environment) is not None:
+        try:
+            if await records.store.lock_holder(service, environment) is not None:
+                continue
+            deadlines = await records.deadlines(service, environment)
+        except StoreError as exc:
+            log.warning("cannot read the warm fleets of %s: %s", route.route.service, exc)
             continue
-        for target in expired:
+        for target in warm:
+            until = deadlines.get(target.spec.target_id)
+            if until is None or until > now:
+                continue
             try:
                 await router.drain_target(route.route.service, target.spec.target_id)
                 try:
@@ -208,10 +252,6 @@ async def reap_expired_blue(
     return reaped
 
 
-def _expired(label: str | None, now: float) -> bool:
-    if label is None:
-        return False
-    try:
-        return float(label) <= now
-    except ValueError:
-        return False
+def _out_of_rotation(target: TargetStatus, pool_weight: int) -> bool:
+    """In the router, not draining, not preview, and its pool weighs nothing: kept warm."""
+    return pool_weight == 0 and not target.draining and not target.spec.preview

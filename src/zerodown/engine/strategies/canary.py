@@ -1,7 +1,8 @@
 """canary: shift traffic to the new revision in weighted steps, judging each against the baseline.
 
-Per step the new revision's instances share W % of the route's weight and the baseline the rest
-(no app cooperation: the router splits by weight). A step holds for its pause (or, without one,
+Per step the new revision's instances, in a pool of their own, get W % of the route's traffic and
+the baseline's pools the rest, in one `set_pool_weights` (no app cooperation: the router splits
+each pool's share among its instances). A step holds for its pause (or, without one,
 until `zerodown promote`) while analyses run every `analysis.interval`; a failed analysis raises
 `AnalysisFailed` (the deployer puts the weight back on the baseline and stops the canary). After
 the last step (or `promote --full`) the whole fleet moves to the new revision and the baseline
@@ -17,7 +18,7 @@ from zerodown.config.progressive import CanaryStep
 from zerodown.domain.events import EventKind
 from zerodown.engine.analysis import AnalysisResult, Verdict, judge
 from zerodown.engine.commands import Command
-from zerodown.engine.fleet import DEFAULT_WEIGHT, FleetMember, run_all
+from zerodown.engine.fleet import DEFAULT_WEIGHT, FleetMember, pool_shares, run_all
 from zerodown.engine.strategies.base import (
     BatchTimer,
     StrategyContext,
@@ -38,6 +39,7 @@ class CanaryRun:
 
     ctx: StrategyContext
     baseline: list[FleetMember]
+    pool: str  # the canary's own pool in the router
     canary: list[FleetMember] = field(default_factory=list)
     paused: bool = False
     full: bool = False  # `promote --full`: skip the remaining steps
@@ -62,7 +64,7 @@ class CanaryStrategy:
     async def run(self, ctx: StrategyContext) -> None:
         """Walk the steps; raise AnalysisFailed (or any step's error) to roll back."""
         baseline = [m for m in ctx.old if m.serving]
-        state = CanaryRun(ctx, baseline)
+        state = CanaryRun(ctx, baseline, pool=ctx.fleet.new_pool(ctx.release.sha))
         if not baseline:
             await ctx.fleet.sink.emit(
                 EventKind.DECISION,
@@ -80,7 +82,8 @@ class CanaryStrategy:
         await self._complete(state)
 
     async def _grow(self, state: CanaryRun, count: int, label: str) -> None:
-        """Start instances until the canary has `count` (they join at weight 0)."""
+        """Start instances until the canary has `count` (the first join its pool at weight 0,
+        later ones the pool's share of the current step)."""
         ctx = state.ctx
         missing = count - len(state.canary)
         if missing <= 0:
@@ -92,9 +95,11 @@ class CanaryStrategy:
             await install(ctx, ids, label)
             members = await start_new(ctx, ids, label, start_hook_first=False)
             await ctx.hook("BeforeAllowTraffic", members, label)
-            await run_all(ctx.fleet.admit(m, weight=0) for m in members)
-            await ctx.hook("AfterAllowTraffic", members, label)
-            state.canary.extend(members)
+            if not state.canary:
+                await ctx.fleet.reserve_pool(state.pool)
+            admitted = await run_all(ctx.fleet.admit(m, pool=state.pool) for m in members)
+            await ctx.hook("AfterAllowTraffic", admitted, label)
+            state.canary.extend(admitted)
             ok = True
         finally:
             await batch.finish(ok)
@@ -104,15 +109,20 @@ class CanaryStrategy:
         wanted = min(ctx.wanted, max(1, math.ceil(ctx.wanted * weight / 100)))
         await self._grow(state, wanted, f"step {number}")
         new, old = len(state.canary), len(state.baseline)
-        # Integer weights whose sums split exactly weight : 100 - weight.
-        weights = {m.instance_id: weight * old for m in state.canary}
-        weights |= {m.instance_id: (100 - weight) * new for m in state.baseline}
-        await ctx.fleet.router.set_weights(ctx.fleet.route_name, weights)
+        # Integer pool weights that split exactly weight : 100 - weight, in one router step.
+        weights = {state.pool: weight * old} | pool_shares(state.baseline, 100 - weight)
+        await ctx.fleet.router.set_pool_weights(ctx.fleet.route_name, weights)
         await ctx.fleet.sink.emit(
             EventKind.STEP,
             f"step {number}: {weight} % of traffic on {state.revision[:12]} "
             f"({new} canary, {old} baseline instance(s))",
-            {"step": number, "weight": weight, "canary": new, "baseline": old},
+            {
+                "step": number,
+                "weight": weight,
+                "canary": new,
+                "baseline": old,
+                "pool_weights": weights,
+            },
         )
 
     async def _hold(self, state: CanaryRun, number: int, step: CanaryStep) -> None:
@@ -198,12 +208,12 @@ class CanaryStrategy:
         return result
 
     async def _complete(self, state: CanaryRun) -> None:
-        """Everything on the new revision: start the rest, one weight switch, drain the baseline."""
+        """Everything on the new revision: start the rest, one pool switch, drain the baseline."""
         ctx = state.ctx
         await self._grow(state, ctx.wanted, "final")
-        weights = {m.instance_id: DEFAULT_WEIGHT for m in state.canary}
-        weights |= {m.instance_id: 0 for m in state.baseline}
-        await ctx.fleet.router.set_weights(ctx.fleet.route_name, weights)
+        weights = {state.pool: DEFAULT_WEIGHT * len(state.canary)}
+        weights |= {m.pool: 0 for m in state.baseline}
+        await ctx.fleet.router.set_pool_weights(ctx.fleet.route_name, weights)
         await ctx.fleet.sink.emit(
             EventKind.STEP,
             f"100 % of traffic on {state.revision[:12]} ({len(state.canary)} instance(s))",

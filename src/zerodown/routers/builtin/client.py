@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -135,9 +136,9 @@ class BuiltinRouter:
         """Add or update a target; `healthy=True` sends it traffic at once."""
         await self.request("add_target", {"target": target.to_dict(), "healthy": healthy})
 
-    async def set_weights(self, service: str, weights: dict[str, int]) -> None:
-        """Change several targets' weights in one atomic step."""
-        await self.request("set_weights", {"service": service, "weights": weights})
+    async def set_pool_weights(self, service: str, weights: Mapping[str, int]) -> None:
+        """Give pools their shares of the route's live traffic in one table change."""
+        await self.request("set_pool_weights", {"service": service, "weights": dict(weights)})
 
     async def drain_target(
         self, service: str, target_id: str, *, timeout: float | None = None

@@ -44,7 +44,7 @@ OPS = frozenset(
         "apply_route",
         "remove_route",
         "add_target",
-        "set_weights",
+        "set_pool_weights",
         "drain_target",
         "status",
         "events",
@@ -55,7 +55,7 @@ OPS = frozenset(
 )
 # Ops that change the table: their answer waits until state.json holds the change.
 MUTATING_OPS = frozenset(
-    {"apply_route", "remove_route", "add_target", "set_weights", "drain_target"}
+    {"apply_route", "remove_route", "add_target", "set_pool_weights", "drain_target"}
 )
 
 
@@ -179,9 +179,11 @@ def drain_result_from_dict(data: dict[str, Any]) -> DrainResult:
 
 
 def route_status_to_dict(status: RouteStatus) -> dict[str, Any]:
-    """A JSON-ready RouteStatus (the route, then each target with health, draining, inflight)."""
+    """A JSON-ready RouteStatus (the route, its pool weights, then each target with health,
+    draining, inflight)."""
     return {
         "route": status.route.to_dict(),
+        "pools": dict(status.pools),
         "targets": [
             {
                 "spec": t.spec.to_dict(),
@@ -207,6 +209,7 @@ def route_status_from_dict(data: dict[str, Any]) -> RouteStatus:
             )
             for t in data["targets"]
         ),
+        pools={str(k): int(v) for k, v in dict(data.get("pools") or {}).items()},
     )
 
 

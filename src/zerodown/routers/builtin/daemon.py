@@ -303,10 +303,10 @@ class RouterDaemon:
                 target=target.to_dict(),
                 healthy=bool(args.get("healthy", False)),
             )
-        elif op == "set_weights":
+        elif op == "set_pool_weights":
             weights = {str(k): int(v) for k, v in dict(args["weights"]).items()}
-            self.table.set_weights(str(args["service"]), weights)
-            self.events.record("weights", service=str(args["service"]), weights=weights)
+            self.table.set_pool_weights(str(args["service"]), weights)
+            self.events.record("pool_weights", service=str(args["service"]), weights=weights)
         elif op == "drain_target":
             service, target_id = str(args["service"]), str(args["target_id"])
             timeout = args.get("timeout")

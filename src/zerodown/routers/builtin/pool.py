@@ -85,14 +85,17 @@ def merge_health(values: Sequence[TargetHealth]) -> TargetHealth:
 
 
 def merge_route_statuses(per_worker: Sequence[Sequence[RouteStatus]]) -> list[RouteStatus]:
-    """One status per route: in-flight summed, draining if any worker drains, health merged.
+    """One status per route: in-flight summed, draining if any worker drains, health merged,
+    pool weights as the first worker reports them (every mutation reaches all workers).
 
     A target one worker does not know counts as UNKNOWN there (that worker cannot route to it)."""
     routes: dict[str, RouteSpec] = {}
+    pools: dict[str, Mapping[str, int]] = {}
     targets: dict[str, dict[str, list[TargetStatus]]] = {}
     for statuses in per_worker:
         for status in statuses:
             routes.setdefault(status.route.service, status.route)
+            pools.setdefault(status.route.service, status.pools)
             bucket = targets.setdefault(status.route.service, {})
             for target in status.targets:
                 bucket.setdefault(target.spec.target_id, []).append(target)
@@ -110,7 +113,7 @@ def merge_route_statuses(per_worker: Sequence[Sequence[RouteStatus]]) -> list[Ro
                     inflight=sum(t.inflight for t in seen),
                 )
             )
-        merged.append(RouteStatus(route=route, targets=tuple(items)))
+        merged.append(RouteStatus(route=route, targets=tuple(items), pools=dict(pools[service])))
     return merged
 
 
@@ -263,9 +266,10 @@ class WorkerPoolRouter:
         """Add or update a target on every worker."""
         await self._on_all("add_target", lambda w: w.add_target(target, healthy=healthy))
 
-    async def set_weights(self, service: str, weights: dict[str, int]) -> None:
-        """Change weights on every worker (each worker's step is atomic; they step together)."""
-        await self._on_all("set_weights", lambda w: w.set_weights(service, weights))
+    async def set_pool_weights(self, service: str, weights: Mapping[str, int]) -> None:
+        """Change pool weights on every worker (each worker's step is one table change; they
+        step together, within one control round trip of each other)."""
+        await self._on_all("set_pool_weights", lambda w: w.set_pool_weights(service, weights))
 
     async def drain_target(
         self, service: str, target_id: str, *, timeout: float | None = None

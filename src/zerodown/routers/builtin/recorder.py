@@ -157,7 +157,7 @@ def _route_counts(route: Route) -> tuple[int, int, int]:
             continue
         if target.health is TargetHealth.HEALTHY:
             healthy += 1
-            if target.spec.weight > 0:
+            if route.in_rotation(target):
                 serving += 1
         elif target.health is TargetHealth.UNHEALTHY:
             unhealthy += 1

@@ -1,4 +1,4 @@
-"""The built-in router's live routing table: routes, targets, balancing, health and draining.
+"""The built-in router's live routing table: routes, targets, pools, balancing, health, draining.
 
 Everything here is synchronous and loop-local except `drain_target`, so the proxy can match and
 pick on its hot path without awaiting. `on_change` runs after every mutation (the daemon persists
@@ -8,7 +8,6 @@ the snapshot then).
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 from collections import deque
 from collections.abc import Callable, Collection
 from typing import Any, Protocol
@@ -22,6 +21,8 @@ from zerodown.routers.base import (
     TargetHealth,
     TargetSpec,
     TargetStatus,
+    check_pool_weights,
+    pools_of_old_targets,
 )
 
 SNAPSHOT_VERSION = 1
@@ -54,7 +55,7 @@ class Target:
         self.inflight = 0
         self.exchanges: set[InflightHandle] = set()  # cut on drain timeout
         self.idle: deque[IdleConnection] = deque()  # keep-alive pool, most recent at the right
-        self.current_weight = 0  # smooth weighted round robin state
+        self.current_weight = 0.0  # smooth weighted round robin state
         self.drain_task: asyncio.Task[DrainResult] | None = None
         self.drained = asyncio.Event()
         self.finished_while_draining = 0
@@ -63,19 +64,14 @@ class Target:
     def __repr__(self) -> str:
         return (
             f"Target({self.spec.service}/{self.spec.target_id} {self.spec.address} "
-            f"{self.health.value} w={self.spec.weight} inflight={self.inflight}"
+            f"{self.health.value} pool={self.spec.pool} inflight={self.inflight}"
             f"{' draining' if self.draining else ''})"
         )
 
     @property
-    def eligible(self) -> bool:
-        """Whether new requests may go to this target."""
-        return self.health is TargetHealth.HEALTHY and not self.draining and self.spec.weight > 0
-
-    @property
     def preview(self) -> bool:
-        """Labelled pool=preview: only requests with the preview header reach it."""
-        return self.spec.labels.get("pool") == PREVIEW_POOL
+        """In the preview pool: only requests with the preview header reach it."""
+        return self.spec.pool == PREVIEW_POOL
 
     def begin(self, handle: InflightHandle) -> None:
         """Count `handle` as in flight until `end(handle)`."""
@@ -115,11 +111,14 @@ class Target:
 
 
 class Route:
-    """A service's route and its targets; `pick` chooses where the next request goes."""
+    """A service's route, its targets and its pool weights; `pick` chooses where the next
+    request goes."""
 
     def __init__(self, spec: RouteSpec) -> None:
         self.spec = spec
         self.targets: dict[str, Target] = {}
+        # The share of live traffic per pool; empty: every target takes an even share.
+        self.pools: dict[str, int] = {}
         self.hosts = frozenset(h.lower() for h in spec.hosts)
         self.listen = frozenset(spec.listen)  # canonical addresses; empty: every listener
         self.preview_header = spec.preview_header.lower().encode("latin-1")
@@ -139,6 +138,21 @@ class Route:
     def matches_path(self, path: str) -> bool:
         """Whether `path` is under this route's prefix, on a segment boundary."""
         return path.startswith(self.path_under) or path == self.path_exact
+
+    def in_rotation(self, target: Target) -> bool:
+        """Whether live requests may go to `target`: healthy, not draining, in a pool that
+        has a share of live traffic."""
+        if target.health is not TargetHealth.HEALTHY or target.draining or target.preview:
+            return False
+        return not self.pools or self.pools.get(target.spec.pool, 0) > 0
+
+    def forget_empty_pools(self) -> bool:
+        """Drop the weights of pools no target is in any more; True if some were dropped."""
+        used = {t.spec.pool for t in self.targets.values()}
+        empty = [pool for pool in self.pools if pool not in used]
+        for pool in empty:
+            del self.pools[pool]
+        return bool(empty)
 
     def pick(
         self,
@@ -163,17 +177,18 @@ class Route:
                 and t not in exclude
             ]
             return min(previews, key=lambda t: t.inflight) if previews else None
-        # `eligible` and `preview` spelled out, in a plain loop: this runs for every request, and
-        # a property call per target (or a comprehension's frame) costs more than the checks.
+        # `in_rotation` spelled out, in a plain loop: this runs for every request, and a method
+        # call per target (or a comprehension's frame) costs more than the checks.
         healthy = TargetHealth.HEALTHY
+        pools = self.pools
         candidates = []
         for t in self.targets.values():
-            spec = t.spec
+            pool = t.spec.pool
             if (
                 t.health is healthy
                 and not t.draining
-                and spec.weight > 0
-                and spec.labels.get("pool") != PREVIEW_POOL
+                and pool != PREVIEW_POOL
+                and (not pools or pools.get(pool, 0) > 0)
                 and t not in exclude
             ):
                 candidates.append(t)
@@ -183,11 +198,12 @@ class Route:
                 candidates = same
         if len(candidates) <= 1:
             return candidates[0] if candidates else None
+        weights = _split(candidates, pools) if pools else None
         if self.spec.balance == "least_inflight":
-            candidates = _least_loaded(candidates)
+            candidates, weights = _least_loaded(candidates, weights)
             if len(candidates) == 1:
                 return candidates[0]
-        return _smooth_weighted(candidates)
+        return _smooth_weighted(candidates, weights)
 
 
 def _path_match(prefix: str) -> tuple[str, str]:
@@ -198,26 +214,44 @@ def _path_match(prefix: str) -> tuple[str, str]:
     return prefix + "/", prefix
 
 
-def _least_loaded(candidates: list[Target]) -> list[Target]:
-    # Compare inflight/weight without floats: a.inflight * b.weight vs b.inflight * a.weight.
-    best = [candidates[0]]
-    for t in candidates[1:]:
-        ref = best[0]
-        lhs, rhs = t.inflight * ref.spec.weight, ref.inflight * t.spec.weight
+def _split(candidates: list[Target], pools: dict[str, int]) -> list[float] | None:
+    """Each candidate's weight: its pool's share split evenly among the pool's candidates;
+    None when they are all in one pool (equal weights)."""
+    counts: dict[str, int] = {}
+    for t in candidates:
+        counts[t.spec.pool] = counts.get(t.spec.pool, 0) + 1
+    if len(counts) == 1:
+        return None
+    return [pools[t.spec.pool] / counts[t.spec.pool] for t in candidates]
+
+
+def _least_loaded(
+    candidates: list[Target], weights: list[float] | None
+) -> tuple[list[Target], list[float] | None]:
+    # The least inflight per weight; compared as a.inflight * b.weight vs b.inflight * a.weight.
+    if weights is None:
+        least = min(t.inflight for t in candidates)
+        return [t for t in candidates if t.inflight == least], None
+    best, best_weights = [candidates[0]], [weights[0]]
+    for t, weight in zip(candidates[1:], weights[1:], strict=True):
+        ref, ref_weight = best[0], best_weights[0]
+        lhs, rhs = t.inflight * ref_weight, ref.inflight * weight
         if lhs < rhs:
-            best = [t]
+            best, best_weights = [t], [weight]
         elif lhs == rhs:
             best.append(t)
-    return best
+            best_weights.append(weight)
+    return best, best_weights
 
 
-def _smooth_weighted(candidates: list[Target]) -> Target:
+def _smooth_weighted(candidates: list[Target], weights: list[float] | None) -> Target:
     # nginx's smooth weighted round robin: spreads a 3:1 split as a,a,b,a rather than a,a,a,b.
-    total = 0
+    total = 0.0
     best = candidates[0]
-    for t in candidates:
-        t.current_weight += t.spec.weight
-        total += t.spec.weight
+    for index, t in enumerate(candidates):
+        weight = 1.0 if weights is None else weights[index]
+        t.current_weight += weight
+        total += weight
         if t.current_weight > best.current_weight:
             best = t
     best.current_weight -= total
@@ -263,7 +297,11 @@ class RoutingTable:
         """Routes and targets as the router sees them now (draining targets included)."""
         routes = [self._route(service)] if service is not None else list(self._routes.values())
         return [
-            RouteStatus(route=r.spec, targets=tuple(t.status() for t in r.targets.values()))
+            RouteStatus(
+                route=r.spec,
+                targets=tuple(t.status() for t in r.targets.values()),
+                pools=dict(r.pools),
+            )
             for r in routes
         ]
 
@@ -274,6 +312,7 @@ class RoutingTable:
             "routes": [
                 {
                     "route": r.spec.to_dict(),
+                    "pools": dict(r.pools),
                     "targets": [
                         {"target": t.spec.to_dict(), "health": t.health.value}
                         for t in r.targets.values()
@@ -290,21 +329,28 @@ class RoutingTable:
         """Make the table equal to a `snapshot()`; in-flight exchanges keep their targets."""
         if data.get("version", SNAPSHOT_VERSION) != SNAPSHOT_VERSION:
             raise RouterError(f"cannot restore router state version {data.get('version')!r}")
-        wanted: dict[str, tuple[RouteSpec, list[tuple[TargetSpec, TargetHealth]]]] = {}
+        wanted: dict[
+            str, tuple[RouteSpec, list[tuple[TargetSpec, TargetHealth]], dict[str, int]]
+        ] = {}
         try:
             for item in data.get("routes", []):
                 spec = RouteSpec.from_dict(item["route"])
+                items = item.get("targets", [])
                 targets = [
                     (TargetSpec.from_dict(t["target"]), TargetHealth(t.get("health", "unknown")))
-                    for t in item.get("targets", [])
+                    for t in items
                 ]
-                wanted[spec.service] = (spec, targets)
+                # A snapshot of an older router has per-target weights instead of pools.
+                pools = item.get("pools")
+                if pools is None:
+                    pools = pools_of_old_targets(t["target"] for t in items)
+                wanted[spec.service] = (spec, targets, check_pool_weights(spec.service, pools))
         except (KeyError, TypeError, ValueError) as exc:
             raise RouterError(f"router state is malformed ({exc!r}); fix or delete it") from exc
         for service in list(self._routes):
             if service not in wanted:
                 self._drop_route(service)
-        for service, (spec, targets) in wanted.items():
+        for service, (spec, targets, pools) in wanted.items():
             route = self._routes.get(service)
             if route is None:
                 route = self._routes[service] = Route(spec)
@@ -318,6 +364,8 @@ class RoutingTable:
                     del route.targets[target_id]
             for tspec, health in targets:
                 self._put_target(route, tspec).health = health
+            route.pools = dict(pools)
+            route.forget_empty_pools()
         self._reorder()
         self._changed()
 
@@ -341,10 +389,9 @@ class RoutingTable:
         self._changed()
 
     def add_target(self, spec: TargetSpec, *, healthy: bool) -> Target:
-        """Add a target, or update it in place if its id exists (health kept unless `healthy`)."""
+        """Add a target, or update it in place if its id exists (health kept unless `healthy`);
+        a target that moves to another pool leaves its old one (forgotten if now empty)."""
         route = self._route(spec.service)
-        if spec.weight < 0:
-            raise RouterError(f"weight of {spec.target_id!r} must be >= 0, got {spec.weight}")
         existing = route.targets.get(spec.target_id)
         if existing is not None and existing.draining:
             raise RouterError(
@@ -354,23 +401,17 @@ class RoutingTable:
         target = self._put_target(route, spec)
         if healthy:
             target.health = TargetHealth.HEALTHY
+        route.forget_empty_pools()
         self._changed()
         return target
 
-    def set_weights(self, service: str, weights: dict[str, int]) -> None:
-        """Change several weights in one step; nothing changes if any id is unknown."""
+    def set_pool_weights(self, service: str, weights: dict[str, int]) -> None:
+        """Give pools their shares of live traffic in one step (pools not named keep theirs);
+        nothing changes if a weight is refused."""
         route = self._route(service)
-        unknown = sorted(set(weights) - set(route.targets))
-        if unknown:
-            raise RouterError(f"service {service!r} has no target(s) {', '.join(unknown)}")
-        bad = {k: v for k, v in weights.items() if v < 0}
-        if bad:
-            raise RouterError(f"weights must be >= 0, got {bad}")
-        for target_id, weight in weights.items():
-            target = route.targets[target_id]
-            target.spec = dataclasses.replace(target.spec, weight=weight)
+        route.pools.update(check_pool_weights(service, weights))
         for target in route.targets.values():
-            target.current_weight = 0  # a fresh cycle honours the new split at once
+            target.current_weight = 0.0  # a fresh cycle honours the new split at once
         self._changed()
 
     def set_health(self, service: str, target_id: str, health: TargetHealth) -> None:
@@ -422,6 +463,7 @@ class RoutingTable:
         target.close_idle()
         if route.targets.get(target.spec.target_id) is target:
             del route.targets[target.spec.target_id]
+            route.forget_empty_pools()
             self._changed()
         return DrainResult(
             target_id=target.spec.target_id,

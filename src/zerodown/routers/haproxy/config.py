@@ -10,7 +10,7 @@ server-state file carries over what the Runtime API changed since (weights, drai
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 
 from zerodown.config.router import HaproxyRouterConfig
 from zerodown.health.spec import HealthCheckSpec
@@ -25,7 +25,6 @@ from zerodown.routers.haproxy.state import (
     is_preview,
 )
 
-MAX_WEIGHT = 256  # HAProxy's largest server weight
 # A config-file server inherits these idle-connection settings from HAProxy's defaults; a server
 # made by `add server` (2.6) starts with both at 0 and closes its server connection after every
 # response (one TCP connect per request: 3x the CPU per request). Written on every server line,
@@ -38,22 +37,6 @@ _BALANCE = {"least_inflight": "leastconn", "round_robin": "roundrobin"}
 def ms(seconds: float) -> str:
     """A duration in HAProxy's syntax (whole milliseconds, at least 1)."""
     return f"{max(1, round(seconds * 1000))}ms"
-
-
-def haproxy_weights(targets: Iterable[TargetSpec]) -> dict[str, int]:
-    """HAProxy weights (0..256) for targets of one backend, in the same proportions.
-
-    zerodown's weights are relative and unbounded (a canary step writes 90 x 4 = 360); when one
-    is above 256 all are scaled down together, and a positive weight stays at least 1.
-    """
-    specs = list(targets)
-    top = max((t.weight for t in specs), default=0)
-    if top <= MAX_WEIGHT:
-        return {t.target_id: t.weight for t in specs}
-    return {
-        t.target_id: 0 if t.weight <= 0 else max(1, round(t.weight * MAX_WEIGHT / top))
-        for t in specs
-    }
 
 
 def server_name(target_id: str) -> str:
@@ -179,7 +162,7 @@ def _backend(entry: RouteEntry, *, preview: bool, balance_default: str) -> list[
     if spec.sticky and not preview:
         lines.append(f"    cookie {STICKY_COOKIE} insert indirect nocache")
     members = [t for t in entry.targets.values() if is_preview(t) == preview]
-    weights = haproxy_weights(members)
+    weights = entry.server_weights(preview=preview)  # pool shares per server (state.py)
     for target in members:
         line = (
             f"    server {server_name(target.target_id)} {target.address} "

@@ -2,19 +2,20 @@
 
 Targets become servers added at runtime (`add server`, `enable health`, `enable server`) and are
 written into haproxy.cfg as well, so a reload keeps them; routes change the configuration and
-reload it hitlessly. routes.json keeps what HAProxy cannot: target ids, revisions and labels.
+reload it hitlessly. Pool weights become server weights (a pool's share split among its servers),
+all changed in one Runtime API session. routes.json keeps what HAProxy cannot: target ids,
+revisions, pools and pool weights.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import fcntl
 import logging
 import os
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 from zerodown.config.router import HaproxyRouterConfig
@@ -26,11 +27,12 @@ from zerodown.routers.base import (
     TargetHealth,
     TargetSpec,
     TargetStatus,
+    check_pool_weights,
+    pool_weight,
 )
 from zerodown.routers.haproxy import process
 from zerodown.routers.haproxy.config import (
     admin_address,
-    haproxy_weights,
     render_config,
     server_name,
     server_options,
@@ -150,10 +152,8 @@ class HaproxyRouter:
     # -- targets -------------------------------------------------------------------------------
 
     async def add_target(self, target: TargetSpec, *, healthy: bool = False) -> None:
-        """Add a server (or update it); `healthy=True`: forced up and verified UP in
-        `show stat`, otherwise HAProxy's own checks decide (`rise` passes)."""
-        if target.weight < 0:
-            raise RouterError(f"weight of {target.target_id!r} must be >= 0, got {target.weight}")
+        """Add a server (or update it: address, pool); `healthy=True`: forced up and verified UP
+        in `show stat`, otherwise HAProxy's own checks decide (`rise` passes)."""
         async with self.changing():
             await self._delete_retired()
             entry = self.state.route(target.service)
@@ -162,11 +162,13 @@ class HaproxyRouter:
                     f"target {target.target_id!r} of {target.service!r} is draining; "
                     "wait for the drain to finish before adding it again"
                 )
-            before = dict(entry.targets)
-            old = before.get(target.target_id)
+            before = _weights(entry)
+            old = entry.targets.get(target.target_id)
+            old_pools = dict(entry.pools)
             backend = backend_name(target.service, preview=is_preview(target))
             server = server_name(target.target_id)
             entry.targets[target.target_id] = target
+            entry.forget_empty_pools()  # its old pool, when it was the last one there
             commands: list[str] = []
             if old is not None and is_preview(old) == is_preview(target):
                 if old.address != target.address:
@@ -193,6 +195,7 @@ class HaproxyRouter:
                     del entry.targets[target.target_id]
                 else:
                     entry.targets[target.target_id] = old
+                entry.pools = old_pools
                 raise
             if old is not None and is_preview(old) != is_preview(target):
                 await self._retire(backend_name(target.service, preview=is_preview(old)), server)
@@ -205,8 +208,7 @@ class HaproxyRouter:
     def _add_commands(self, entry: RouteEntry, target: TargetSpec, *, healthy: bool) -> list[str]:
         backend = backend_name(target.service, preview=is_preview(target))
         server = server_name(target.target_id)
-        members = [t for t in entry.targets.values() if is_preview(t) == is_preview(target)]
-        weight = haproxy_weights(members)[target.target_id]
+        weight = entry.server_weights(preview=is_preview(target))[target.target_id]
         options = server_options(entry.spec, target, weight)
         commands = [f"add server {backend}/{server} {target.address} {options}"]
         if entry.spec.health is not None:
@@ -217,42 +219,35 @@ class HaproxyRouter:
         return commands
 
     def _weight_commands(
-        self, entry: RouteEntry, before: dict[str, TargetSpec], named: set[str]
+        self, entry: RouteEntry, before: dict[bool, dict[str, int]], named: set[str]
     ) -> list[str]:
-        """`set server ... weight` for every server whose HAProxy weight changed (weights are
-        scaled per backend, so one target's change may rescale the others) or that is `named`;
-        servers new in a backend were added with their weight."""
+        """`set server ... weight` for every server whose HAProxy weight changed since `before`
+        (`_weights` of the entry then: a pool's share is split among its servers, so one
+        target's change may reweigh its pool-mates) or that is `named`; servers new in a
+        backend were added with their weight."""
         commands = []
-        for preview in (False, True):
-            members = [t for t in entry.targets.values() if is_preview(t) == preview]
-            was = haproxy_weights(t for t in before.values() if is_preview(t) == preview)
+        for preview, weights in _weights(entry).items():
+            was = before[preview]
             backend = backend_name(entry.spec.service, preview=preview)
-            for target_id, weight in haproxy_weights(members).items():
+            for target_id, weight in weights.items():
                 if target_id in was and (was[target_id] != weight or target_id in named):
                     server = server_name(target_id)
                     commands.append(f"set server {backend}/{server} weight {weight}")
         return commands
 
-    async def set_weights(self, service: str, weights: dict[str, int]) -> None:
-        """All weight changes in one Runtime API session: HAProxy applies each `set server`
-        at once, in order, microseconds apart (no request sees a half-applied split only
-        in the sense that each server's weight changes atomically)."""
+    async def set_pool_weights(self, service: str, weights: Mapping[str, int]) -> None:
+        """Every server weight the new pool shares change, sent in one Runtime API session
+        (one write, applied by HAProxy in order without serving a request in between)."""
         async with self.changing():
             entry = self.state.route(service)
-            unknown = sorted(set(weights) - set(entry.targets))
-            if unknown:
-                raise RouterError(f"service {service!r} has no target(s) {', '.join(unknown)}")
-            bad = {k: v for k, v in weights.items() if v < 0}
-            if bad:
-                raise RouterError(f"weights must be >= 0, got {bad}")
-            old = dict(entry.targets)
-            for target_id, weight in weights.items():
-                entry.targets[target_id] = dataclasses.replace(old[target_id], weight=weight)
-            commands = self._weight_commands(entry, old, set(weights))
+            checked = check_pool_weights(service, weights)
+            before, old_pools = _weights(entry), dict(entry.pools)
+            entry.pools.update(checked)
+            commands = self._weight_commands(entry, before, set())
             try:
                 await self.api.session(commands)
             except RouterError:
-                entry.targets.update(old)
+                entry.pools = old_pools
                 raise
             self.write_config()
 
@@ -283,21 +278,28 @@ class HaproxyRouter:
         answered_before = await self._answered(backend, server)
         mode = "maint" if entry.spec.sticky else "drain"
         async with self.changing() as state:
-            await self.api.run(f"set server {where} state {mode}")
-            if target.service in state.routes:
-                state.routes[target.service].draining.add(target.target_id)
+            commands = [f"set server {where} state {mode}"]
+            now = state.routes.get(target.service)
+            if now is not None:
+                # its pool's share moves to the pool's other servers in the same session
+                before = _weights(now)
+                now.draining.add(target.target_id)
+                commands += self._weight_commands(now, before, set())
+            await self.api.session(commands)
             self.write_config()
         forced = 0
         deadline = started + timeout
         at_start: int | None = None
         while True:
             used = parse_servers_conn(await self.api.run(f"show servers conn {backend}"))
-            left = used.get(server, 0) + await self._used_by_old_workers(backend, server)
+            old = await self._used_by_old_workers(backend, server)
+            # None: the master did not answer (it re-executes during a reload): unknown, not 0.
+            left = None if old is None else used.get(server, 0) + old
             at_start = left if at_start is None else at_start
             if left == 0:
                 break
             if time.monotonic() >= deadline:
-                forced = left
+                forced = left if left is not None else at_start or 0
                 break
             await asyncio.sleep(DRAIN_POLL)  # no event from HAProxy: poll with a deadline
         answered_after = await self._answered(backend, server)
@@ -311,6 +313,7 @@ class HaproxyRouter:
                 now.draining.discard(target.target_id)
                 if now.targets.get(target.target_id) == target:
                     del now.targets[target.target_id]
+                    now.forget_empty_pools()
             self.write_config()
         await self._remove_server(backend, server)
         return DrainResult(
@@ -322,22 +325,27 @@ class HaproxyRouter:
             forced=forced,
         )
 
-    async def _used_by_old_workers(self, backend: str, server: str) -> int:
+    async def _used_by_old_workers(self, backend: str, server: str) -> int | None:
         """Connections to the server that workers replaced by a reload still use (they finish
-        what they serve, up to hard-stop-after): a drain waits for them too."""
+        what they serve, up to hard-stop-after): a drain waits for them too. None when it
+        cannot be told (the master re-executes itself during a reload and does not answer)."""
         try:
             procs = await process.show_proc(self.paths)
         except RouterError:
-            return 0
+            return None
         current = {p.pid for p in process.current_workers(procs)}
         used = 0
         for proc in procs:
             if proc.kind != "worker" or proc.pid in current:
                 continue
-            with contextlib.suppress(RouterError):
+            try:
                 master = process.master_cli(self.paths)
                 text = await master.run_once(f"@!{proc.pid} show servers conn {backend}")
-                used += parse_servers_conn(text).get(server, 0)
+            except RouterError:
+                if _alive(proc.pid):
+                    return None
+                continue  # it exited meanwhile: it holds nothing
+            used += parse_servers_conn(text).get(server, 0)
         return used
 
     async def _cut_in_old_workers(self, backend: str, server: str) -> None:
@@ -422,6 +430,7 @@ class HaproxyRouter:
                     continue
                 draining = target.target_id in entry.draining or row.draining
                 healthy = row.health is TargetHealth.HEALTHY
+                weighted = pool_weight(entry.pools, target.pool) > 0
                 found.append(
                     Observed(
                         service=service,
@@ -429,7 +438,7 @@ class HaproxyRouter:
                         revision=target.revision,
                         stat=row,
                         live=not preview and not draining,
-                        serving=healthy and not draining and not preview and target.weight > 0,
+                        serving=healthy and not draining and not preview and weighted,
                     )
                 )
         return found
@@ -467,7 +476,9 @@ class HaproxyRouter:
                         inflight=row.scur if row else 0,
                     )
                 )
-            result.append(RouteStatus(route=entry.spec, targets=tuple(targets)))
+            result.append(
+                RouteStatus(route=entry.spec, targets=tuple(targets), pools=dict(entry.pools))
+            )
         return result
 
     async def metrics(self, since: float | None = None) -> dict[str, Any]:
@@ -502,3 +513,18 @@ class HaproxyRouter:
             )
         report["totals"] = totals
         return report
+
+
+def _weights(entry: RouteEntry) -> dict[bool, dict[str, int]]:
+    """The HAProxy weights of the route's live (False) and preview (True) servers now."""
+    return {preview: entry.server_weights(preview=preview) for preview in (False, True)}
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

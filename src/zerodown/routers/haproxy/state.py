@@ -5,8 +5,9 @@ master.sock     the master CLI (`show proc`, `reload`)
 admin.sock      the Runtime API (mode 0600, level admin) unless `admin:` names a TCP address
 haproxy.pid     the master's pid
 server-state    `show servers state`, written before each reload (drain/maint and weights)
-routes.json     routes and targets as zerodown told them (ids, revisions, labels, weights):
-                HAProxy knows servers, not revisions, so this is what status() joins them with
+routes.json     what HAProxy needs to rebuild its configuration: routes, servers (target ids,
+                addresses, revisions for the sticky cookie, pools) and pool weights; HAProxy
+                knows servers, not pools, so this is also what status() joins them with
 metrics.json    recent 10 s datapoints, so a new control plane sees the last periods
 haproxy.log     HAProxy's own output while it starts
 """
@@ -21,9 +22,16 @@ from pathlib import Path
 from typing import Any
 
 from zerodown.errors import RouterError
-from zerodown.routers.base import PREVIEW_POOL, RouteSpec, TargetSpec
+from zerodown.routers.base import (
+    EVEN_WEIGHT,
+    RouteSpec,
+    TargetSpec,
+    check_pool_weights,
+    pools_of_old_targets,
+)
 
 STATE_VERSION = 1
+MAX_WEIGHT = 256  # HAProxy's largest server weight
 PREVIEW_SUFFIX = "__preview"  # the preview backend of route `web.prod` is `web.prod__preview`
 _NAME_UNSAFE = re.compile(r"[^A-Za-z0-9_.:-]")
 
@@ -40,7 +48,7 @@ def backend_name(route: str, *, preview: bool = False) -> str:
 
 def is_preview(target: TargetSpec) -> bool:
     """Whether the target belongs to the route's preview pool (its own backend)."""
-    return target.labels.get("pool") == PREVIEW_POOL
+    return target.preview
 
 
 @dataclass(frozen=True)
@@ -107,6 +115,34 @@ class RouteEntry:
     spec: RouteSpec
     targets: dict[str, TargetSpec] = field(default_factory=dict)
     draining: set[str] = field(default_factory=set)  # ids being drained: written as `drain`
+    pools: dict[str, int] = field(default_factory=dict)  # pool weights; empty: an even split
+
+    def forget_empty_pools(self) -> None:
+        """Drop the weights of pools no target is in any more."""
+        used = {t.pool for t in self.targets.values()}
+        for pool in [p for p in self.pools if p not in used]:
+            del self.pools[pool]
+
+    def server_weights(self, *, preview: bool) -> dict[str, int]:
+        """HAProxy weights (0..256) of the servers of the live (or preview) backend: each pool's
+        share split evenly among its servers that are not draining (draining ones: 0), in the
+        pools' proportions. Without pool weights (and in the preview backend) all alike."""
+        members = [t for t in self.targets.values() if t.preview == preview]
+        if preview or not self.pools:
+            return {
+                t.target_id: 0 if t.target_id in self.draining else EVEN_WEIGHT for t in members
+            }
+        counts: dict[str, int] = {}
+        for target in members:
+            if target.target_id not in self.draining:
+                counts[target.pool] = counts.get(target.pool, 0) + 1
+        shares = {
+            t.target_id: 0.0
+            if t.target_id in self.draining
+            else self.pools.get(t.pool, 0) / counts[t.pool]
+            for t in members
+        }
+        return scaled_weights(shares)
 
 
 @dataclass
@@ -131,6 +167,7 @@ class HaproxyState:
             "routes": [
                 {
                     "route": entry.spec.to_dict(),
+                    "pools": dict(entry.pools),
                     "targets": [t.to_dict() for t in entry.targets.values()],
                     "draining": sorted(entry.draining),
                 }
@@ -147,13 +184,33 @@ class HaproxyState:
             state = cls(listen=[str(a) for a in data.get("listen", [])])
             for item in data.get("routes", []):
                 spec = RouteSpec.from_dict(item["route"])
-                targets = [TargetSpec.from_dict(t) for t in item.get("targets", [])]
-                state.routes[spec.service] = RouteEntry(
-                    spec, {t.target_id: t for t in targets}, set(item.get("draining", []))
+                items = item.get("targets", [])
+                targets = [TargetSpec.from_dict(t) for t in items]
+                # routes.json of an older zerodown: per-target weights and labels, no pools
+                pools = item.get("pools")
+                if pools is None:
+                    pools = pools_of_old_targets(items)
+                entry = RouteEntry(
+                    spec,
+                    {t.target_id: t for t in targets},
+                    set(item.get("draining", [])),
+                    check_pool_weights(spec.service, pools),
                 )
+                entry.forget_empty_pools()
+                state.routes[spec.service] = entry
         except (KeyError, TypeError, ValueError) as exc:
             raise RouterError(f"{where} is malformed ({exc!r}); fix or delete it") from exc
         return state
+
+
+def scaled_weights(shares: dict[str, float]) -> dict[str, int]:
+    """Server weights for HAProxy (integers 0..256) in the proportions of `shares`: kept as they
+    are when they already are such integers, else scaled so the largest is 256 (a positive
+    share stays at least 1)."""
+    top = max(shares.values(), default=0.0)
+    if top <= MAX_WEIGHT and all(float(v).is_integer() for v in shares.values()):
+        return {k: int(v) for k, v in shares.items()}
+    return {k: 0 if v <= 0 else max(1, round(v * MAX_WEIGHT / top)) for k, v in shares.items()}
 
 
 def load_state(paths: HaproxyPaths) -> HaproxyState:
