@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -35,6 +37,7 @@ from zerodown.routers.haproxy.runtime_api import RuntimeApi, SocketAddress
 from zerodown.routers.haproxy.state import HaproxyPaths
 from zerodown.routers.registry import router_backend
 from zerodown.runtimes.local import LocalRuntime
+from zerodown.server.socket_api import SOCKET_NAME
 from zerodown.store.sql import SqlHistoryStore, open_store
 
 from router_fixtures import free_port  # isort: skip - sibling module
@@ -85,6 +88,7 @@ def write_config(
             }
         },
         "environments": {"prod": {"strategy": strategy or {}}},
+        "server": {"listen": f"127.0.0.1:{free_port()}"},  # serve's dashboard, if one runs
     }
     path = stack.root / "zerodown.yml"
     path.write_text(yaml.safe_dump(data))
@@ -120,16 +124,55 @@ async def haproxy_stack() -> AsyncIterator[Stack]:
 # -- the command line -------------------------------------------------------------------------
 
 
-def spawn_zerodown(stack: Stack, *args: str) -> subprocess.Popen[str]:
-    """`zerodown <args>` in the stack's directory (its zerodown.yml), output to a pipe."""
-    return subprocess.Popen(
-        [sys.executable, "-m", "zerodown", *args],
-        cwd=stack.root,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+def spawn_zerodown(stack: Stack, *args: str, log: str = "zerodown.log") -> subprocess.Popen[bytes]:
+    """`zerodown <args>` in the stack's directory (its zerodown.yml); its output goes to the
+    file `log` there (a pipe nobody reads could fill and block it)."""
+    with (stack.root / log).open("ab") as output:
+        return subprocess.Popen(
+            [sys.executable, "-m", "zerodown", *args],
+            cwd=stack.root,
+            stdin=subprocess.DEVNULL,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
+
+
+def output_of(stack: Stack, log: str = "zerodown.log") -> str:
+    """What the `zerodown` processes spawned with `log` printed."""
+    path = stack.root / log
+    return path.read_text(errors="replace") if path.exists() else ""
+
+
+async def start_serve(stack: Stack, timeout: float = 60) -> subprocess.Popen[bytes]:
+    """`zerodown serve`, once its control socket answers (a socket file a SIGKILLed serve left
+    behind refuses connections, so the file alone proves nothing)."""
+    serve = spawn_zerodown(stack, "serve", log="serve.log")
+    path = str(stack.root / "state" / SOCKET_NAME)
+    deadline = time.monotonic() + timeout
+    while True:
+        if serve.poll() is not None:
+            raise AssertionError(
+                f"serve exited with {serve.returncode}: {output_of(stack, 'serve.log')}"
+            )
+        with socket.socket(socket.AF_UNIX) as probe:
+            if probe.connect_ex(path) == 0:
+                return serve
+        if time.monotonic() > deadline:
+            await stop_process(serve)
+            raise AssertionError(f"serve did not answer within {timeout} s")
+        await asyncio.sleep(0.1)  # another process: poll with a deadline
+
+
+async def stop_process(process: subprocess.Popen[bytes], timeout: float = 150) -> None:
+    """SIGINT (serve rolls back what it runs, bounded), SIGKILL if it has not ended in
+    `timeout` s."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGINT)
+    try:
+        await asyncio.to_thread(process.wait, timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        await asyncio.to_thread(process.wait, 10)
 
 
 async def run_zerodown(stack: Stack, *args: str, timeout: float = 60) -> tuple[int, str]:
@@ -362,6 +405,15 @@ class EventTap:
     def times(self, kind: EventKind) -> list[float]:
         """Wall-clock times of the events of `kind`."""
         return [e.at for e in self.events if e.kind is kind]
+
+
+async def wait_until_ended(store: SqlHistoryStore, deployment_id: str, timeout: float) -> None:
+    """Until the deployment is no longer in progress (another process ends it)."""
+    deadline = time.monotonic() + timeout
+    while (await store.get_deployment(deployment_id)).state == "in_progress":
+        if time.monotonic() > deadline:
+            raise AssertionError(f"deployment {deployment_id} still in progress after {timeout} s")
+        await asyncio.sleep(0.1)  # another process writes the store: poll with a deadline
 
 
 async def wait_for_event(
