@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import shutil
 import time
 from collections import Counter
@@ -457,3 +458,33 @@ async def test_open_after_the_control_plane_forgot_everything_finds_haproxy(
     stopped = await forgetful.stop(haproxy.state_dir)
     assert master["pid"] in stopped
     assert await forgetful.describe(haproxy.state_dir) == []
+
+
+async def test_routes_json_of_the_previous_version_is_read_and_reloaded(haproxy: Haproxy) -> None:
+    """HAProxy run by the zerodown before pools (routes.json with per-target weights and the
+    engine's labels, servers weighted 90/10 at runtime): a new client reads it without error
+    and reloads it; the split stays 90/10 as pools `v1` and `v2`, and pool weights move it."""
+    a, b = await haproxy.webapp("a"), await haproxy.webapp("b")
+    router = await haproxy.open()
+    await router.apply_route(route(balance="round_robin"))
+    await router.add_target(target(a), healthy=True)
+    await router.add_target(target(b), healthy=True)
+    await router.api.session([f"set server {ROUTE}/a weight 90", f"set server {ROUTE}/b weight 10"])
+    data = json.loads(router.paths.routes.read_text())
+    [entry] = data["routes"]
+    del entry["pools"]
+    old = {"a": ("v1", 90, {"deployment": "d1"}), "b": ("v2", 10, {"warm_until": "1.0"})}
+    for item in entry["targets"]:
+        del item["pool"]
+        revision, weight, labels = old[item["target_id"]]
+        item |= {"revision": revision, "weight": weight, "labels": labels}
+    router.paths.routes.write_text(json.dumps(data))
+    await haproxy.backend.restart(haproxy.state_dir)
+    fresh = await haproxy.open()
+    [status] = await fresh.status(ROUTE)
+    assert status.pools == {"v1": 90, "v2": 10}
+    assert {t.spec.target_id: t.spec.pool for t in status.targets} == {"a": "v1", "b": "v2"}
+    assert await count_instances(haproxy.base, 200) == Counter({"a": 180, "b": 20})
+    await fresh.set_pool_weights(ROUTE, {"v1": 0, "v2": 100})
+    assert await count_instances(haproxy.base, 20) == Counter({"b": 20})
+    assert "labels" not in router.paths.routes.read_text()

@@ -476,3 +476,35 @@ async def test_killed_instance_is_marked_unhealthy_and_traffic_moves_without_err
         f"\nkilled instance marked unhealthy by its monitor after {marked:.2f} s; "
         f"{report.ok} requests, 0 failed"
     )
+
+
+async def test_a_state_file_of_the_previous_version_is_served_with_its_split(fleet: Fleet) -> None:
+    """state.json from the router before pools (per-target weights, the engine's labels, no
+    pools): a new router starts on it without error, drops the labels and keeps the split, one
+    pool per revision weighing what its targets weighed: 90 / 10 of 100 requests."""
+    await fleet.start_router()
+    a, b = await fleet.webapps("a", "b")
+    await fleet.route_to(a, b, route=RouteSpec(service="web", balance="round_robin"))
+    await stop_router(fleet.state_dir, timeout=10)
+    paths = RouterPaths.under(fleet.state_dir)
+    saved = json.loads(paths.state.read_text())
+    [route] = saved["table"]["routes"]
+    route.pop("pools")
+    old = {"a": ("v1", 90, {"deployment": "d1"}), "b": ("v2", 10, {"warm_until": "1.0"})}
+    for item in route["targets"]:
+        target = item["target"]
+        del target["pool"]
+        revision, weight, labels = old[target["target_id"]]
+        target |= {"revision": revision, "weight": weight, "labels": labels}
+    paths.state.write_text(json.dumps(saved))
+    address = await fleet.start_router()
+    [status] = await fleet.router.status("web")
+    assert status.pools == {"v1": 90, "v2": 10}
+    assert {t.spec.target_id: t.spec.pool for t in status.targets} == {"a": "v1", "b": "v2"}
+    seen: Counter[str] = Counter()
+    async with httpx.AsyncClient(base_url=f"http://{address}", timeout=10) as client:
+        for _ in range(100):
+            seen[(await client.get("/")).json()["instance"]] += 1
+    assert seen == Counter({"a": 90, "b": 10})
+    await fleet.router.set_pool_weights("web", {"v1": 0, "v2": 100})  # pools work on it too
+    assert "labels" not in json.dumps(await fleet.router.request("status", {"service": "web"}))
