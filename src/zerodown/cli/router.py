@@ -194,6 +194,7 @@ def status(state_dir: StateDir = None) -> None:
         "service", "target", "address", "revision", "pool", "weight", "health", "in flight"
     )
     for route in routes:
+        weights = route.target_weights()  # a pool's weight split among its healthy targets
         for target in route.targets:
             health = target.health.value + (" (draining)" if target.draining else "")
             table.add_row(
@@ -202,7 +203,7 @@ def status(state_dir: StateDir = None) -> None:
                 target.spec.address,
                 target.spec.revision,
                 target.spec.pool,
-                str(route.pool_weight(target.spec.pool)),
+                f"{weights[target.spec.target_id]:g}",
                 health,
                 str(target.inflight),
             )

@@ -222,6 +222,23 @@ class RouteStatus:
         """The share of live traffic `pool` has now (see `pool_weight`)."""
         return pool_weight(self.pools, pool)
 
+    def target_weights(self) -> dict[str, float]:
+        """target id -> the weight the router gives it now: its pool's weight split evenly among
+        the pool's healthy, not draining targets (0 for the others and the preview pool)."""
+        live = [
+            t
+            for t in self.targets
+            if t.health is TargetHealth.HEALTHY and not t.draining and not t.spec.preview
+        ]
+        counts: dict[str, int] = {}
+        for target in live:
+            counts[target.spec.pool] = counts.get(target.spec.pool, 0) + 1
+        weights = {t.spec.target_id: 0.0 for t in self.targets}
+        for target in live:
+            pool = target.spec.pool
+            weights[target.spec.target_id] = self.pool_weight(pool) / counts[pool]
+        return weights
+
     @property
     def healthy_count(self) -> int:
         return sum(1 for t in self.targets if t.health is TargetHealth.HEALTHY and not t.draining)

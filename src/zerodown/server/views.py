@@ -70,6 +70,7 @@ def fleet_view(item: FleetStatus) -> dict[str, Any]:
     """One service in one environment: live revision, targets with health, instances."""
     targets = []
     if item.route is not None:
+        weights = item.route.target_weights()
         for t in item.route.targets:
             targets.append(
                 {
@@ -78,7 +79,7 @@ def fleet_view(item: FleetStatus) -> dict[str, Any]:
                     "revision": t.spec.revision,
                     "revision_label": fleet_revision_label(item, t.spec.revision),
                     "pool": t.spec.pool,
-                    "weight": item.route.pool_weight(t.spec.pool),  # the pool's share
+                    "weight": round(weights[t.spec.target_id], 3),  # its share of its pool's
                     "health": t.health.value,
                     "draining": t.draining,
                     "inflight": t.inflight,

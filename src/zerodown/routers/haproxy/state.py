@@ -126,7 +126,9 @@ class RouteEntry:
     def server_weights(self, *, preview: bool) -> dict[str, int]:
         """HAProxy weights (0..256) of the servers of the live (or preview) backend: each pool's
         share split evenly among its servers that are not draining (draining ones: 0), in the
-        pools' proportions. Without pool weights (and in the preview backend) all alike."""
+        pools' proportions. Without pool weights (and in the preview backend) all alike.
+        HAProxy spreads a DOWN server's share over the backend's other servers by weight (the
+        built-in router keeps it within the pool): zerodown's drains reweigh the pool at once."""
         members = [t for t in self.targets.values() if t.preview == preview]
         if preview or not self.pools:
             return {
