@@ -12,5 +12,6 @@ BENCHMARKS: dict[str, str] = {
     "rollback": "benchmarks.rollback_bench",
     "kpis": "benchmarks.kpi_bench",
     "pipeline": "benchmarks.pipeline_bench",
+    "images": "benchmarks.image_bench",
     "cli": "benchmarks.cli_bench",
 }

@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from benchmarks.sample_images import commit_all, fastapi_service, git, init_repo
 from tests.integration.container_fixtures import PodmanApi, local_registry, podman_api, wait_for
-from tests.integration.image_fixtures import commit_all, fastapi_service, git, init_repo
 
 from zerodown.config.model import ServiceConfig
 from zerodown.images.build import IMAGE_BUILD_LOG, IMAGE_RECORD, LABEL_REVISION, LABEL_SOURCE

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from benchmarks.sample_images import push_synthetic_image
 from tests.integration.container_fixtures import Registry, local_registry
-from tests.integration.image_fixtures import push_synthetic_image
 from typer.testing import CliRunner
 
 from zerodown.config import LoadedConfig, load_config

@@ -37,7 +37,8 @@ def test_spring_boot_multi_stage_as_in_the_seeds() -> None:
     assert "HEALTHCHECK --interval=30s --timeout=3s --start-period=60s --retries=3" in text
     assert "/actuator/health" in text
     assert f'ENV JAVA_OPTS="{SEED_JAVA_OPTS}" PORT=8080' in lines
-    assert lines[-1] == 'CMD ["sh", "-c", "exec java $JAVA_OPTS -jar app.jar --server.port=$PORT"]'
+    assert 'CMD ["sh", "-c", "exec java $JAVA_OPTS -jar app.jar --server.port=$PORT"]' in lines
+    assert lines[-1] == "COPY --from=builder /app/build/libs/*.jar app.jar"  # changes most: last
 
 
 def test_spring_boot_packages_a_jar_built_by_the_build_command() -> None:
@@ -60,10 +61,11 @@ def test_fastapi_non_root_dependencies_first_uvicorn_and_healthcheck() -> None:
     assert lines[1] == "FROM py:3.11"
     install = next(i for i, line in enumerate(lines) if "pip install" in line)
     assert lines.index("COPY requirements.txt ./") < install < lines.index("COPY . .")
+    assert lines[-1] == "COPY . ."  # the code changes most: its layer comes last
     assert "--no-index" not in lines[install]
     assert "USER 1001:1001" in lines
     assert "http://127.0.0.1:%s/health" in text and "'9000'" in text
-    assert "python3 -m uvicorn svc.main:api --host 0.0.0.0" in lines[-1]
+    assert "python3 -m uvicorn svc.main:api --host 0.0.0.0" in lines[-2]
 
 
 def test_fastapi_installs_offline_from_a_wheels_dir() -> None:

@@ -17,7 +17,7 @@ import json
 import os
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -101,6 +101,10 @@ async def publish_revision(
             await reg.ensure_repository(repository)
             own_client = client is None
             engine = client if client is not None else docker_client(image)
+            loop = asyncio.get_running_loop()
+            # The build runs in a thread; its lines reach `on_line` on the event loop's thread
+            # (a deployment's recorder queues events there).
+            in_loop = None if on_line is None else _on_loop(loop, on_line)
             try:
                 await asyncio.to_thread(
                     _build_and_push,
@@ -112,7 +116,7 @@ async def publish_revision(
                     sha,
                     source,
                     auth.auth_config(),
-                    on_line,
+                    in_loop,
                 )
             finally:
                 if own_client:
@@ -240,9 +244,21 @@ def _local_base(
     client: docker.DockerClient, image: ImageBuildConfig, preset: Preset, out: Callable[[str], None]
 ) -> str:
     packages = image.base_packages or BASE_PACKAGES[preset]
-    reference = f"localhost/zerodown/base-{preset}:{rootfs_key('bookworm', packages)}"
+    reference = local_base_reference(preset, packages)
     ensure_base_image(client, reference, packages=packages, mirror=image.mirror, on_line=out)
     return reference
+
+
+def local_base_reference(preset: Preset, packages: Sequence[str]) -> str:
+    """The name of the base zerodown builds for a preset: one per package set."""
+    return f"localhost/zerodown/base-{preset}:{rootfs_key('bookworm', packages)}"
+
+
+def _on_loop(
+    loop: asyncio.AbstractEventLoop, on_line: Callable[[str], None]
+) -> Callable[[str], None]:
+    """`on_line`, called on `loop`'s thread whichever thread calls the result."""
+    return lambda line: loop.call_soon_threadsafe(on_line, line)
 
 
 @contextlib.contextmanager

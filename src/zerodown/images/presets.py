@@ -94,15 +94,14 @@ def _fastapi(image: ImageBuildConfig, *, base: str, context: PresetContext) -> s
             ]
         else:
             lines += ["COPY requirements.txt ./", f"RUN {pip} -r requirements.txt"]
-    lines += [
-        "COPY . .",
-        f"USER {UID}:{UID}",
-        f"EXPOSE {port}",
-    ]
+    lines += [f"USER {UID}:{UID}", f"EXPOSE {port}"]
     text = "\n".join(lines) + "\n"
     text += _healthcheck(f"python3 -c {probe} || exit 1", "10s")
     uvicorn = f'exec python3 -m uvicorn {image.app} --host 0.0.0.0 --port "$PORT"'
     text += f"CMD {json.dumps(['sh', '-c', uvicorn])}\n"
+    # The code last: a new revision rebuilds only this layer (files stay root-owned: the app
+    # cannot rewrite itself).
+    text += "COPY . .\n"
     return text
 
 
@@ -143,7 +142,6 @@ def _spring_boot(image: ImageBuildConfig, *, base: str, context: PresetContext) 
         f"      && useradd --uid {UID} --gid {UID} --no-create-home \\",
         "         --shell /usr/sbin/nologin spring)",
         "WORKDIR /app",
-        jar_from,
         "USER spring:spring",
         f'ENV JAVA_OPTS="{image.java_opts}" PORT={port}',
         f"EXPOSE {port}",
@@ -153,4 +151,5 @@ def _spring_boot(image: ImageBuildConfig, *, base: str, context: PresetContext) 
     text += _healthcheck(f"curl -fsS http://127.0.0.1:${{PORT}}{path} || exit 1", "60s")
     text += 'ENTRYPOINT ["dumb-init", "--"]\n'
     text += 'CMD ["sh", "-c", "exec java $JAVA_OPTS -jar app.jar --server.port=$PORT"]\n'
+    text += jar_from + "\n"  # the jar last: a new revision rebuilds only this layer
     return text

@@ -1,8 +1,10 @@
-"""Sample services for the image tests: a FastAPI app with its wheels, in a git repository.
+"""Sample services for image builds (the image benchmark and tests/integration/test_images_*).
 
-No test reaches PyPI: the app's dependencies are re-packed as wheels from this interpreter's
-own installed distributions (same Python minor version as Debian bookworm's, 3.11), so the
-preset installs them with `pip --no-index --find-links wheels`.
+A FastAPI app with its wheels, in a git repository. Nothing reaches PyPI: the app's
+dependencies are re-packed as wheels from this interpreter's own installed distributions (the
+same Python minor version as Debian bookworm's, 3.11), so the `fastapi` preset installs them
+with `pip --no-index --find-links wheels`. `push_synthetic_image` publishes images of any age
+straight through a registry's API (retention tests).
 """
 
 from __future__ import annotations
