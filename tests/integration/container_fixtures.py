@@ -287,3 +287,36 @@ def webapp_image(
     """examples/webapp as an image in the local registry, pinned by its manifest digest."""
     context = webapp_context(python_image, tmp_path_factory.mktemp("webapp-image"))
     return build_and_push(podman_api, context, "zerodown-test/webapp", "v1")
+
+
+def _git(repo: Path, *args: str) -> str:
+    done = subprocess.run(
+        ["git", "-c", "user.name=t", "-c", "user.email=t@t", *args],
+        cwd=repo,
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return done.stdout.strip()
+
+
+def webapp_repo(
+    root: Path, base: str, versions: tuple[str, ...] = ("v1", "v2", "bad")
+) -> dict[str, str]:
+    """A git repo at `root`: examples/webapp with a Dockerfile on `base`, one commit per version
+    tagged with its name (VERSION holds it; `bad` also has FAIL_HEALTH: /health answers 503).
+    Returns each tag's sha."""
+    webapp_context(base, root.parent / f"{root.name}-ctx")
+    shutil.copytree(root.parent / f"{root.name}-ctx" / "webapp-context", root)
+    shutil.rmtree(root.parent / f"{root.name}-ctx")
+    _git(root, "init", "-q", "-b", "main")
+    shas = {}
+    for version in versions:
+        (root / "VERSION").write_text(version + "\n")
+        if version == "bad":
+            (root / "FAIL_HEALTH").write_text("1\n")
+        _git(root, "add", "-A")
+        _git(root, "commit", "-q", "-m", version)
+        _git(root, "tag", version)
+        shas[version] = _git(root, "rev-parse", "HEAD")
+    return shas

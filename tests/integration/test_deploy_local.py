@@ -20,9 +20,17 @@ from typing import Any
 import httpx
 import pytest
 import yaml
+from tests.integration.container_fixtures import (
+    PodmanApi,
+    local_registry,
+    podman_api,
+    python_image,
+    webapp_repo,
+)
 
 from zerodown.config.loader import LoadedConfig, load_config
 from zerodown.config.router import BuiltinRouterConfig, HaproxyRouterConfig
+from zerodown.config.runtime import DockerRuntimeConfig
 from zerodown.domain.events import DeploymentState, EventKind
 from zerodown.domain.records import DeploymentRecord
 from zerodown.engine.deployer import Deployer, DeployRequest
@@ -30,10 +38,19 @@ from zerodown.engine.recovery import recover_unfinished
 from zerodown.loadgen import LoadReport, LoadSpec, run_load
 from zerodown.routers.base import Router, RouterBackend
 from zerodown.routers.registry import router_backend
+from zerodown.runtimes.base import Runtime
 from zerodown.runtimes.local import LocalRuntime
+from zerodown.runtimes.registry import open_runtime
 from zerodown.store.sql import SqlHistoryStore, open_store
 
+__all__ = ["local_registry", "podman_api", "python_image"]  # fixtures the docker stack uses
+
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
+# The stacks the issue 12 tests run on: both routers with processes, and containers (docker
+# runtime on Podman's API, images built per revision and pinned by digest) behind the router.
+ON_EVERY_RUNTIME = pytest.mark.parametrize(
+    "stack", ["builtin", "haproxy", "builtin+docker"], indirect=True
+)
 
 REPO = Path(__file__).resolve().parents[2]
 WEBAPP = REPO / "examples" / "webapp"
@@ -56,10 +73,13 @@ class Stack:
 
     root: Path
     port: int
-    runtime: LocalRuntime
+    runtime: Runtime
     router: Router
     store: SqlHistoryStore
     backend: str  # the router backend: every test runs on each
+    # docker: the runtime's and the image build's settings, and the repo's sha of each tag
+    docker: dict[str, Any] | None = None
+    shas: dict[str, str] | None = None
 
     @property
     def url(self) -> str:
@@ -74,13 +94,20 @@ class Stack:
         env: dict[str, str] | None = None,
     ) -> LoadedConfig:
         """Write zerodown.yml (service `api`, environment `prod`) and load it."""
+        where: dict[str, Any] = {"workdir": str(WEBAPP), "run": RUN}
+        if self.docker is not None:  # revisions are tags of the repo, built as images
+            where = {
+                "source": {"repo": str(self.root / "repo"), "path": "."},
+                "build": {"image": self.docker["image"]},
+                "run": "exec python3 app.py",
+            }
         data = {
             "state_dir": "state",
             "router": {"backend": self.backend, "listen": [f"127.0.0.1:{self.port}"]},
+            **({"runtime": self.docker["runtime"]} if self.docker is not None else {}),
             "services": {
                 "api": {
-                    "workdir": str(WEBAPP),
-                    "run": RUN,
+                    **where,
                     "instances": instances,
                     "drain_timeout": 5,
                     "stop_timeout": 5,
@@ -117,9 +144,15 @@ class Stack:
             answers = [(await client.get(self.url + "/")).json() for _ in range(requests)]
         return {a["version"] for a in answers}
 
+    def revision_id(self, name: str) -> str:
+        """What a deployment records as revision `name` (the repo's sha for docker)."""
+        return (self.shas or {}).get(name, name)
+
     async def running_revisions(self) -> list[str]:
-        """Revisions of the instances whose process runs."""
-        return sorted(i.revision for i in await self.runtime.list("api") if i.state == "running")
+        """Revisions (by name) of the instances whose process runs."""
+        names = {sha: name for name, sha in (self.shas or {}).items()}
+        running = [i.revision for i in await self.runtime.list("api") if i.state == "running"]
+        return sorted(names.get(revision, revision) for revision in running)
 
 
 @pytest.fixture(params=["builtin", "haproxy"])
@@ -131,26 +164,54 @@ async def stack(request: pytest.FixtureRequest) -> AsyncIterator[Stack]:
     state = root / "state"
     port = _free_port()
     listen = [f"127.0.0.1:{port}"]
+    router_name, _, runtime_name = str(request.param).partition("+")
     settings = (
         HaproxyRouterConfig(listen=listen)
-        if request.param == "haproxy"
+        if router_name == "haproxy"
         else BuiltinRouterConfig(listen=listen)
     )
     backend: RouterBackend = router_backend(settings)
-    runtime = LocalRuntime(state)
+    runtime: Runtime = LocalRuntime(state)
+    docker: dict[str, Any] | None = None
+    shas: dict[str, str] | None = None
+    if runtime_name == "docker":
+        api: PodmanApi = request.getfixturevalue("podman_api")
+        shas = webapp_repo(root / "repo", request.getfixturevalue("python_image"))
+        docker = {
+            "runtime": {"backend": "docker", "url": api.url},
+            "image": {
+                "dockerfile": "Dockerfile",
+                "engine": api.url,
+                "registry": {"address": api.registry.address},
+                "repository": "zerodown-test/stack",  # one repo: the base layer is pushed once
+            },
+        }
+        runtime = open_runtime(DockerRuntimeConfig(url=api.url), state)
     store: SqlHistoryStore | None = None
     try:
         router = await backend.open(state, listen)
         store = open_store(f"sqlite:///{state / 'history.db'}")
-        yield Stack(root, port, runtime, router, store, request.param)
+        yield Stack(root, port, runtime, router, store, router_name, docker, shas)
     finally:
         for info in await runtime.list():
             await runtime.stop(info.instance_id, timeout=2)
             await runtime.remove(info.instance_id)
+        if runtime_name == "docker":
+            _remove_kept_containers(request.getfixturevalue("podman_api"), state)
         await backend.stop(state)
         if store is not None:
             await store.close()
         shutil.rmtree(root, ignore_errors=True)
+
+
+def _remove_kept_containers(api: PodmanApi, state: Path) -> None:
+    """Crashed containers the docker runtime keeps for their output (list_exited)."""
+    from zerodown.runtimes.docker.containers import scope_of
+
+    label = f"{DockerRuntimeConfig(url=api.url).label_prefix}scope={scope_of(state)}"
+    with api.client() as client:
+        for container in client.containers.list(all=True, filters={"label": label}):
+            container.remove(force=True)
 
 
 class Load:
@@ -173,6 +234,7 @@ class Load:
         return await self.task
 
 
+@ON_EVERY_RUNTIME
 async def test_one_instance_rolling_surge_deploy_under_load_fails_no_request(
     stack: Stack,
 ) -> None:
@@ -204,6 +266,7 @@ async def test_two_instance_rolling_deploy_replaces_both(stack: Stack) -> None:
     assert await stack.running_revisions() == ["v2", "v2"]
 
 
+@ON_EVERY_RUNTIME
 async def test_unhealthy_revision_rolls_back_under_load_without_a_failed_request(
     stack: Stack,
 ) -> None:
@@ -282,33 +345,36 @@ import asyncio, sys
 from zerodown.config.loader import load_config
 from zerodown.engine.deployer import Deployer, DeployRequest
 from zerodown.routers.registry import router_backend
-from zerodown.runtimes.local import LocalRuntime
+from zerodown.runtimes.registry import open_runtime
 from zerodown.store.sql import open_store
 
 async def main():
     loaded = load_config(sys.argv[1], environ={})
     router = await router_backend(loaded.config.router).open(loaded.state_dir, [])
-    deployer = Deployer(loaded, runtime=LocalRuntime(loaded.state_dir),
-                        router=router, store=open_store(loaded.store_url))
+    runtime = open_runtime(loaded.config.runtime, loaded.state_dir)
+    deployer = Deployer(loaded, runtime=runtime, router=router, store=open_store(loaded.store_url))
     await deployer.deploy(DeployRequest("api", "prod", sys.argv[2], "crash-test"))
 
 asyncio.run(main())
 """
 
 
-async def _wait_for_event(store: SqlHistoryStore, kind: EventKind, timeout: float) -> str:
-    """The id of the newest deployment once it has an event of `kind` (polled: another process
-    writes it)."""
+async def _wait_for_event(
+    store: SqlHistoryStore, kind: EventKind, timeout: float, revision: str = "v2"
+) -> str:
+    """The id of the newest deployment of `revision` once it has an event of `kind` (polled:
+    another process writes it)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         newest = await store.list_deployments(service="api", limit=1)
         events = await store.events(newest[0].id) if newest else []
-        if newest and newest[0].revision == "v2" and any(e.kind is kind for _, e in events):
+        if newest and newest[0].revision == revision and any(e.kind is kind for _, e in events):
             return newest[0].id
         await asyncio.sleep(0.05)
     raise AssertionError(f"no {kind} event within {timeout} s")
 
 
+@ON_EVERY_RUNTIME
 async def test_recovery_after_sigkill_mid_batch_ends_the_deployment_and_traffic_flows(
     stack: Stack,
 ) -> None:
@@ -324,7 +390,9 @@ async def test_recovery_after_sigkill_mid_batch_ends_the_deployment_and_traffic_
             stdin=subprocess.DEVNULL,
         )
         try:
-            deployment_id = await _wait_for_event(stack.store, EventKind.INSTANCE_HEALTHY, 30)
+            deployment_id = await _wait_for_event(
+                stack.store, EventKind.INSTANCE_HEALTHY, 60, stack.revision_id("v2")
+            )
         finally:
             child.send_signal(signal.SIGKILL)
             child.wait(timeout=10)

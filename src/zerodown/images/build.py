@@ -258,7 +258,11 @@ def _on_loop(
     loop: asyncio.AbstractEventLoop, on_line: Callable[[str], None]
 ) -> Callable[[str], None]:
     """`on_line`, called on `loop`'s thread whichever thread calls the result."""
-    return lambda line: loop.call_soon_threadsafe(on_line, line)
+
+    def call(line: str) -> None:
+        loop.call_soon_threadsafe(on_line, line)
+
+    return call
 
 
 @contextlib.contextmanager
