@@ -15,7 +15,7 @@ import boto3
 import pytest
 from tests.integration.test_secrets_aws import REGION, aws, moto_url
 
-from zerodown.config.images import EcrRegistryConfig, RetentionConfig
+from zerodown.config.images import EcrRegistryConfig, ImageRetentionConfig
 from zerodown.errors import ImageRegistryError
 from zerodown.images.registry import EcrRegistry
 from zerodown.images.retention import plan_image_prune
@@ -93,7 +93,10 @@ async def test_digests_tags_listing_and_deletes(registry: EcrRegistry, aws: str)
     assert images[details[()]].tags == ()
     assert all(abs(time.time() - (i.created or 0)) < 600 for i in images.values())
     verdicts = plan_image_prune(
-        list(images.values()), policy=RetentionConfig(), protected={}, now=time.time() + 8 * 86400
+        list(images.values()),
+        policy=ImageRetentionConfig(),
+        protected={},
+        now=time.time() + 8 * 86400,
     )
     untagged = next(v for v in verdicts if not v.image.tags)
     assert not untagged.keep and untagged.reason.startswith("untagged 8.0 days old")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from zerodown.config.images import RetentionConfig
+from zerodown.config.images import ImageRetentionConfig
 from zerodown.images.registry import StoredImage, is_loopback, parse_time
 from zerodown.images.retention import plan_image_prune
 
@@ -19,7 +19,10 @@ def img(name: str, days_old: float | None, *tags: str) -> StoredImage:
 
 def plan(images: list[StoredImage], **policy: float) -> dict[str, tuple[bool, str]]:
     verdicts = plan_image_prune(
-        images, policy=RetentionConfig(**policy), protected={"sha256:used": "live in prod"}, now=NOW
+        images,
+        policy=ImageRetentionConfig(**policy),
+        protected={"sha256:used": "live in prod"},
+        now=NOW,
     )
     return {v.image.digest.removeprefix("sha256:"): (v.keep, v.reason) for v in verdicts}
 

@@ -65,7 +65,7 @@ class EcrRegistryConfig(_Model):
 RegistryConfig = Annotated[PlainRegistryConfig | EcrRegistryConfig, Field(discriminator="kind")]
 
 
-class RetentionConfig(_Model):
+class ImageRetentionConfig(_Model):
     """What `zerodown images prune` (and each publish) keeps: the seeds' ECR lifecycle policy.
 
     Never deleted, whatever the rules: `latest`, and every digest a running instance or a
@@ -126,7 +126,7 @@ class ImageBuildConfig(_Model):
     production: tuple[str, ...] = Field(
         ("prod",), description="Environments whose successful deploys move the `latest` tag."
     )
-    retention: RetentionConfig = Field(default_factory=RetentionConfig)
+    retention: ImageRetentionConfig = Field(default_factory=ImageRetentionConfig)
     timeout: Duration = Field(1800.0, description="A build (and push) fails after this long.")
     # Preset knobs.
     app: str = Field("main:app", description="fastapi: the ASGI app uvicorn serves, module:attr.")

@@ -18,7 +18,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from zerodown.config.images import RetentionConfig
+from zerodown.config.images import ImageRetentionConfig
 from zerodown.images.registry import ImageRegistry, StoredImage
 
 if TYPE_CHECKING:
@@ -48,7 +48,7 @@ def is_dev_image(image: StoredImage) -> bool:
 def plan_image_prune(
     images: Sequence[StoredImage],
     *,
-    policy: RetentionConfig,
+    policy: ImageRetentionConfig,
     protected: Mapping[str, str],
     now: float,
 ) -> list[ImageVerdict]:
