@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import shutil
+import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -15,6 +16,7 @@ from typing import Any
 
 import httpx
 import pytest
+import yaml
 from tests.integration.container_fixtures import (
     PodmanApi,
     PushedImage,
@@ -244,3 +246,53 @@ async def test_errors_are_sentences_a_user_can_act_on(
     nowhere = DockerRuntime(DockerRuntimeConfig(url=f"unix://{tmp_path}/no.sock"), state_dir)
     with pytest.raises(RuntimeBackendError, match=r"cannot reach the Docker API at .*no\.sock"):
         await nowhere.list()
+
+
+async def test_zerodown_logs_follows_a_container_through_the_runtime(
+    runtime: DockerRuntime, webapp_image: PushedImage, podman_api: PodmanApi, state_dir: Path
+) -> None:
+    """`zerodown logs web -f` on a docker runtime: history, then new lines, masked; it ends
+    when the container stops (no log file exists anywhere)."""
+    secret = "tok-" + secrets.token_hex(12)
+    trigger = "/tmp/go"  # inside the container
+    command = (
+        f'echo "hello $API_TOKEN"; while [ ! -e {trigger} ]; do sleep 0.1; done; '
+        'echo "later $API_TOKEN"; exec sleep 1000'
+    )
+    env = {"API_TOKEN": secret, "ZERODOWN_SECRET_NAMES": "API_TOKEN"}
+    await runtime.start(spec("talk", webapp_image, command=command, env=env))
+    config = state_dir / "zerodown.yml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "state_dir": str(state_dir),
+                "runtime": {"backend": "docker", "url": podman_api.url},
+                "services": {"web": {"run": "unused"}},
+            }
+        )
+    )
+
+    async def said_hello() -> bool:
+        return "hello ****" in await runtime.output_tail("talk", 5)
+
+    await until(said_hello)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "zerodown", "logs", "web", "-f", "-c", str(config),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        first = await asyncio.wait_for(proc.stdout.readline(), 60)
+        assert first.decode().split() == ["talk", "hello", "****"]
+        with podman_api.client() as client:
+            client.containers.get(f"zerodown-{runtime.scope}-talk").exec_run(["touch", trigger])
+        second = await asyncio.wait_for(proc.stdout.readline(), 30)
+        assert second.decode().split() == ["talk", "later", "****"]
+        await runtime.stop("talk", timeout=1)
+        rest = await asyncio.wait_for(proc.stdout.read(), 30)  # the command ends by itself
+        assert secret.encode() not in first + second + rest
+        assert await asyncio.wait_for(proc.wait(), 10) == 0
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
