@@ -19,6 +19,9 @@ command -v runc >/dev/null || need+=(runc)
 command -v docker-registry >/dev/null || need+=(docker-registry)
 command -v debootstrap >/dev/null || need+=(debootstrap)
 command -v skopeo >/dev/null || need+=(skopeo)
+# The ssh runtime's tests: one sshd per loopback "host" (127.0.0.2-4), started by the tests.
+[ -x /usr/sbin/sshd ] || need+=(openssh-server)
+command -v ssh-keygen >/dev/null || need+=(openssh-client)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then
     echo "zerodown: missing system packages: ${need[*]} (run as root or install them: apt-get install ${need[*]})" >&2
