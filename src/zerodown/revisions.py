@@ -198,8 +198,11 @@ async def _publish_image(
     sha: str,
     on_line: Callable[[str], None] | None,
 ) -> PublishedImage:
-    """The revision's image, pinned by digest: pushed before, or built and pushed now."""
-    from zerodown.images.build import publish_revision, version_tags_of
+    """The revision's image, pinned by digest: pushed before, or built and pushed now. With the
+    registry unreachable, the digest recorded when this release was published (a rollback
+    target still rolls back; a digest never changes)."""
+    from zerodown.errors import ImageRegistryError
+    from zerodown.images.build import publish_revision, recorded_image, version_tags_of
 
     assert service.build is not None and service.build.image is not None
     _, tags, _ = await _git(repo, "tag", "--points-at", sha)
@@ -207,15 +210,23 @@ async def _publish_image(
     if code != 0:  # no remote: the repository's own directory names the source
         _, remote, _ = await _git(repo, "rev-parse", "--show-toplevel")
     source = remote.decode().strip() or None
-    return await publish_revision(
-        service_name,
-        service.build.image,
-        release_dir=release_dir,
-        sha=sha,
-        version_tags=version_tags_of(tags.decode().split()),
-        source=source,
-        on_line=on_line,
-    )
+    try:
+        return await publish_revision(
+            service_name,
+            service.build.image,
+            release_dir=release_dir,
+            sha=sha,
+            version_tags=version_tags_of(tags.decode().split()),
+            source=source,
+            on_line=on_line,
+        )
+    except ImageRegistryError as exc:
+        recorded = await asyncio.to_thread(recorded_image, release_dir)
+        if recorded is None or sha not in recorded.tags:
+            raise
+        if on_line is not None:
+            on_line(f"{exc}; using the digest recorded with this release: {recorded.reference}")
+        return recorded
 
 
 @dataclass(frozen=True)

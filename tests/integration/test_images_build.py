@@ -178,3 +178,27 @@ async def test_new_revision_with_unchanged_dependencies_reuses_the_dependency_la
     )
     pip_step = next(i for i, line in enumerate(lines) if "pip install" in line)
     assert "Using cache" in lines[pip_step + 1], lines[pip_step : pip_step + 3]
+
+
+async def test_a_recorded_digest_is_used_when_the_registry_is_unreachable(
+    service: Service,
+) -> None:
+    """A rollback target still resolves when the registry is down: its digest never changes."""
+    first = await prepare(service, service.first, [])
+    image = service.config.build.image  # type: ignore[union-attr]
+    down = image.model_copy(  # type: ignore[union-attr]
+        update={"registry": image.registry.model_copy(update={"address": "127.0.0.1:9"})}  # type: ignore[union-attr]
+    )
+    offline = Service(
+        service.root,
+        service.repo,
+        service.state_dir,
+        service.config.model_copy(
+            update={"build": service.config.build.model_copy(update={"image": down})}  # type: ignore[union-attr]
+        ),
+        service.first,
+    )
+    lines: list[str] = []
+    release = await prepare(offline, service.first, lines)
+    assert release.image == first.image
+    assert any("unreachable" in line and "using the digest recorded" in line for line in lines)
