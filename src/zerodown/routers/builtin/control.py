@@ -89,7 +89,7 @@ class ControlChannel:
 
 
 class ControlOps(Protocol):
-    """What the control server dispatches to (the daemon)."""
+    """What the control server dispatches to (the daemon's `ops.RouterOps`)."""
 
     async def call(self, op: str, args: dict[str, Any], channel: ControlChannel) -> Any:
         """Run one op; return a JSON-ready result (or an FdReply), raise RouterError to refuse."""

@@ -2,7 +2,8 @@
 
 It owns a `RoutingTable` and a `ProxyServer`, keeps the table in `state.json` so a restarted router
 serves the same targets at once, runs the active health checks of every route that has them,
-answers the control socket, and hands its listening sockets to a successor for a hitless restart.
+answers the control socket (the ops are `ops.RouterOps`), and hands its listening sockets to a
+successor for a hitless restart.
 The first SIGTERM drains client connections within `grace`; a second one exits at once.
 
 Run it as `python -m zerodown.routers.builtin.daemon --state-dir DIR --listen 127.0.0.1:8080`.
@@ -19,21 +20,16 @@ import os
 import signal
 import socket
 import sys
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal, get_args
 
-from zerodown import __version__
 from zerodown.errors import RouterError, ZerodownError
-from zerodown.routers.base import RouteSpec, TargetSpec, canonical_address
+from zerodown.routers.base import canonical_address
 from zerodown.routers.builtin.control import (
     ControlChannel,
     ControlServer,
     FdReply,
-    RetryLater,
-    drain_result_to_dict,
-    route_status_to_dict,
 )
 from zerodown.routers.builtin.handoff import (
     Handoff,
@@ -42,6 +38,7 @@ from zerodown.routers.builtin.handoff import (
     socket_address,
 )
 from zerodown.routers.builtin.health_watch import HealthWatch
+from zerodown.routers.builtin.ops import RouterOps
 from zerodown.routers.builtin.proxy import ProxyServer, ProxySettings
 from zerodown.routers.builtin.recorder import MetricsRecorder
 from zerodown.routers.builtin.state import (
@@ -85,10 +82,12 @@ class RouterDaemon:
         self.events = EventLog(self.paths.events)
         self.state = StateFile(self.paths.state, self.table.snapshot)
         self.watch = HealthWatch(self.table, self.events)
-        self.control = ControlServer(self)
+        self.ops = RouterOps(
+            self, table=self.table, events=self.events, metrics=self.metrics, state=self.state
+        )
+        self.control = ControlServer(self.ops)
         self.proxy: ProxyServer | None = None
         self._listeners: list[socket.socket] = []  # dups kept for handoff (the proxy owns its own)
-        self._started = time.monotonic()
         self._stop = asyncio.Event()
         self._force = asyncio.Event()
         self._handoff_to: ControlChannel | None = None
@@ -237,37 +236,14 @@ class RouterDaemon:
             "use `zerodown router restart` to replace it"
         )
 
-    # -- control ops (ControlOps) ---------------------------------------------------------------
+    # -- what the control ops ask of the process (RouterProcess) --------------------------------
 
-    async def call(self, op: str, args: dict[str, Any], channel: ControlChannel) -> Any:
-        """Run one control op; see `zerodown.routers.builtin.control` for the protocol."""
-        if op == "ping":
-            return {
-                "version": __version__,
-                "pid": os.getpid(),
-                "uptime": round(time.monotonic() - self._started, 3),
-                "listen": self.listen,
-                "handing_off": self._handoff_to is not None,
-            }
-        if op == "status":
-            service = args.get("service")
-            return [route_status_to_dict(s) for s in self.table.status(service)]
-        if op == "events":
-            return self.events.since(int(args.get("since", 0)), int(args.get("limit", 500)))
-        if op == "metrics":
-            since = args.get("since")
-            return self.metrics.snapshot(None if since is None else float(since))
-        if op == "handoff":
-            return await self._handoff(channel)
-        if op == "retire":
-            return self._retire(channel)
-        if self._handoff_to is not None:
-            raise RetryLater("the router is being restarted; ask again in a moment")
-        if op == "listen":
-            return await self._add_listeners([str(a) for a in args["addresses"]])
-        return await self._mutate(op, args)
+    @property
+    def handing_off(self) -> bool:
+        """True while a successor takes over (from `handoff` until it retires or gives up)."""
+        return self._handoff_to is not None
 
-    async def _add_listeners(self, addresses: list[str]) -> dict[str, Any]:
+    async def add_listeners(self, addresses: list[str]) -> dict[str, Any]:
         """Start listening on the addresses not listened on yet (an environment was added);
         nothing stops, so no request is refused. A successor gets these sockets too."""
         assert self.proxy is not None
@@ -285,41 +261,9 @@ class RouterDaemon:
             log.info("now also listening on %s", ", ".join(added))
         return {"listen": self.listen, "added": added}
 
-    async def _mutate(self, op: str, args: dict[str, Any]) -> Any:
-        result: Any = None
-        if op == "apply_route":
-            route = RouteSpec.from_dict(args["route"])
-            self.table.apply_route(route)
-            self.events.record("route", service=route.service, route=route.to_dict())
-        elif op == "remove_route":
-            self.table.remove_route(str(args["service"]))
-            self.events.record("route_removed", service=str(args["service"]))
-        elif op == "add_target":
-            target = TargetSpec.from_dict(args["target"])
-            self.table.add_target(target, healthy=bool(args.get("healthy", False)))
-            self.events.record(
-                "target",
-                service=target.service,
-                target=target.to_dict(),
-                healthy=bool(args.get("healthy", False)),
-            )
-        elif op == "set_pool_weights":
-            weights = {str(k): int(v) for k, v in dict(args["weights"]).items()}
-            self.table.set_pool_weights(str(args["service"]), weights)
-            self.events.record("pool_weights", service=str(args["service"]), weights=weights)
-        elif op == "drain_target":
-            service, target_id = str(args["service"]), str(args["target_id"])
-            timeout = args.get("timeout")
-            self.events.record("drain_started", service=service, target_id=target_id)
-            drained = await self.table.drain_target(
-                service, target_id, None if timeout is None else float(timeout)
-            )
-            result = drain_result_to_dict(drained)
-            self.events.record("drained", service=service, **result)
-        await self.state.flush()  # the answer promises the change survives a crash
-        return result
-
-    async def _handoff(self, channel: ControlChannel) -> FdReply:
+    async def handoff(self, channel: ControlChannel) -> FdReply:
+        """Give the listening sockets and the table to the successor on `channel`; from now on
+        it owns state.json."""
         if self._handoff_to is not None or self._retiring:
             raise RouterError("a handoff to another router is already in progress")
         await self.state.flush()
@@ -336,7 +280,8 @@ class RouterDaemon:
         }
         return FdReply(result, [s.fileno() for s in self._listeners])
 
-    def _retire(self, channel: ControlChannel) -> dict[str, Any]:
+    def retire(self, channel: ControlChannel) -> dict[str, Any]:
+        """Stop serving once the successor that asked for the handoff on `channel` serves."""
         if self._handoff_to is None or channel is not self._handoff_to:
             raise RouterError(
                 "retire only follows a handoff on the same connection; stop the router with SIGTERM"
