@@ -216,8 +216,6 @@ class Fleet:
         self.touched = False
         # Resolved once per deployment by the EnvSources (secrets): never written to disk.
         self.extra_env: dict[str, str] = {}
-        # One admit at a time picks (or creates) the live pool, so concurrent ones agree.
-        self._pool_lock = asyncio.Lock()
 
     @property
     def route_name(self) -> str:
@@ -482,29 +480,31 @@ class Fleet:
         await self.router.add_target(target, healthy=True)
 
     async def _join_live_pool(self, member: FleetMember) -> str:
-        """Add the member to the pool that serves the route; the pool's name."""
-        async with self._pool_lock:  # concurrent admits must not each make a new pool
-            route = await self.route_status()
-            pools = dict(route.pools) if route else {}
-            serving = {p: w for p, w in pools.items() if w > 0}
-            if serving:  # the pool with the largest share
-                pool = max(serving, key=lambda p: (serving[p], p))
-                await self._add(member, pool)
-                return pool
-            if not pools:  # an even split: join the pool most instances are in
-                counts = Counter(
-                    t.spec.pool
-                    for t in (route.targets if route else ())
-                    if not t.spec.preview and not t.draining
-                )
-                pool = counts.most_common(1)[0][0] if counts else self.new_pool(member.revision)
-                await self._add(member, pool)
-                return pool
-            # Every pool is out of rotation (warm leftovers): a new pool takes the traffic.
-            pool = self.new_pool(member.revision)
+        """Add the member to the pool that serves the route; the pool's name. Concurrent admits
+        of one deployment agree without a lock: a pool they make is `new_pool(revision)`, one
+        name, and weighing it is idempotent."""
+        route = await self.route_status()
+        pools = dict(route.pools) if route else {}
+        serving = {p: w for p, w in pools.items() if w > 0}
+        if serving:  # the pool with the largest share
+            pool = max(serving, key=lambda p: (serving[p], p))
             await self._add(member, pool)
-            await self.router.set_pool_weights(self.route_name, {pool: DEFAULT_WEIGHT})
             return pool
+        if not pools:  # an even split: join the pool most instances are in
+            counts = Counter(
+                t.spec.pool
+                for t in (route.targets if route else ())
+                if not t.spec.preview and not t.draining
+            )
+            pool = counts.most_common(1)[0][0] if counts else self.new_pool(member.revision)
+            await self._add(member, pool)
+            return pool
+        # Every pool is out of rotation (warm leftovers): a new pool takes the traffic. It is
+        # weighed once it has a target: a weight of a pool without one may be forgotten.
+        pool = self.new_pool(member.revision)
+        await self._add(member, pool)
+        await self.router.set_pool_weights(self.route_name, {pool: DEFAULT_WEIGHT})
+        return pool
 
     async def reserve_pool(self, pool: str) -> None:
         """Make sure `pool` gets no live traffic until it is weighted: a route with an even
