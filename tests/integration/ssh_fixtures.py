@@ -47,7 +47,7 @@ def _banner(address: str, port: int) -> bool:
         return False
 
 
-def _children_of(pid: int) -> list[int]:
+def children_of(pid: int) -> list[int]:
     """Pids whose parent is `pid` (sshd forks one process per connection, in its own session)."""
     children = []
     for entry in Path("/proc").iterdir():
@@ -113,7 +113,7 @@ class SshHost:
         if proc is None:
             return
         self.process = None
-        connections = _children_of(proc.pid)
+        connections = children_of(proc.pid)
         for pid in [proc.pid, *connections]:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)

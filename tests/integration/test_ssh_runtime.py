@@ -1,0 +1,360 @@
+"""The ssh runtime against three real sshd "hosts" on 127.0.0.2-4 (see `ssh_fixtures`).
+
+Instances are real processes started over SSH under zerodown's supervisor on each host, run by
+the host's python3 from a release directory the runtime uploaded there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+import subprocess
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from tests.integration.ssh_fixtures import SshHosts, children_of, ssh_fleet, ssh_hosts
+
+from zerodown.errors import InstanceNotFound, RuntimeBackendError
+from zerodown.runtimes.base import InstanceInfo, InstanceSpec, InstanceState, ReleaseDirectory
+from zerodown.runtimes.ssh.connection import SshOptions, SshPool, SshTarget
+from zerodown.runtimes.ssh.runtime import RemoteHost, SshRuntime
+
+__all__ = ["ssh_fleet", "ssh_hosts"]  # fixtures, used by name
+
+APP = """\
+import http.server, json, os
+class Handler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = json.dumps({
+            "revision": os.environ.get("ZERODOWN_REVISION"),
+            "instance": os.environ.get("ZERODOWN_INSTANCE"),
+            "token": os.environ.get("API_TOKEN"),
+            "pid": os.getpid(),
+            "cwd": os.getcwd(),
+        }).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *args):
+        pass
+address = (os.environ["HOST"], int(os.environ["PORT"]))
+print("listening on %s:%d" % address, flush=True)
+http.server.ThreadingHTTPServer(address, Handler).serve_forever()
+"""
+
+
+@pytest.fixture
+def release(tmp_path: Path) -> Path:
+    """A release directory holding a stdlib-only web app (run by the host's python3)."""
+    directory = tmp_path / "release"
+    directory.mkdir()
+    (directory / "app.py").write_text(APP)
+    return directory
+
+
+def spec(instance_id: str, release: Path, **overrides: Any) -> InstanceSpec:
+    """One instance of service `web`, revision `r1`, running the release's app."""
+    fields: dict[str, Any] = {
+        "service": "web",
+        "revision": "r1",
+        "instance_id": instance_id,
+        "artifact": ReleaseDirectory("python3 app.py", str(release)),
+        "stop_timeout": 5.0,
+    }
+    fields.update(overrides)
+    return InstanceSpec(**fields)
+
+
+def runtime_for(fleet: SshHosts, **options: Any) -> SshRuntime:
+    """A runtime over the three hosts, each keeping its files in its own state dir."""
+    settings: dict[str, Any] = {
+        "user": fleet.user,
+        "key": fleet.key,
+        "known_hosts": fleet.known_hosts,
+        "connect_timeout": 5.0,
+        "command_timeout": 30.0,
+    }
+    settings.update(options)
+    hosts = [RemoteHost(SshTarget(h.address, h.port), str(h.state_dir)) for h in fleet.hosts]
+    return SshRuntime(hosts, SshOptions(**settings))
+
+
+@pytest.fixture
+async def open_runtime(ssh_fleet: SshHosts) -> AsyncIterator[Callable[..., SshRuntime]]:
+    """Opens runtimes over the fleet; at the end every instance is stopped and removed."""
+    opened: list[SshRuntime] = []
+
+    def factory(**options: Any) -> SshRuntime:
+        runtime = runtime_for(ssh_fleet, **options)
+        opened.append(runtime)
+        return runtime
+
+    try:
+        yield factory
+    finally:
+        for runtime in opened:
+            await runtime.close()
+        ssh_fleet.ensure_running()
+        cleaner = runtime_for(ssh_fleet)
+        try:
+
+            async def clean(instance_id: str) -> None:
+                await cleaner.stop(instance_id, timeout=2.0)
+                await cleaner.remove(instance_id)
+
+            await asyncio.gather(*(clean(info.instance_id) for info in await cleaner.list()))
+        finally:
+            await cleaner.close()
+
+
+async def get(info: InstanceInfo, timeout: float = 20.0) -> dict[str, Any]:
+    """GET / at the instance's address, retrying (bounded) until its app listens."""
+    deadline = time.monotonic() + timeout
+    async with httpx.AsyncClient(timeout=2.0) as client:
+        while True:
+            try:
+                response = await client.get(f"http://{info.address}/")
+                body: dict[str, Any] = response.json()
+                return body
+            except httpx.TransportError:
+                if time.monotonic() >= deadline:
+                    raise
+            await asyncio.sleep(0.05)  # a process on the host: only its port tells it listens
+
+
+def running(pid: int) -> bool:
+    """Whether process `pid` runs (a zombie, never reaped by this machine's init, is gone)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def files_holding(root: Path, needle: bytes) -> list[Path]:
+    """Every regular file under `root` whose bytes contain `needle`."""
+    return [
+        path
+        for path in root.rglob("*")
+        if path.is_file() and not path.is_symlink() and needle in path.read_bytes()
+    ]
+
+
+def command_lines_holding(needle: bytes) -> list[int]:
+    """Pids of the processes whose command line contains `needle`."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        with contextlib.suppress(OSError):
+            if entry.name.isdigit() and needle in (entry / "cmdline").read_bytes():
+                pids.append(int(entry.name))
+    return pids
+
+
+async def test_instances_are_spread_over_hosts_listen_there_and_stop(
+    open_runtime: Callable[..., SshRuntime], release: Path, ssh_fleet: SshHosts
+) -> None:
+    """Four instances land on 127.0.0.2, .3, .4, .2; each serves on its host's address only;
+    the release is uploaded once per host; list() sees them; stop() stops them."""
+    runtime = open_runtime()
+    infos = [await runtime.start(spec(f"web-{n}", release)) for n in range(4)]
+    assert [info.host for info in infos] == ["127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.2"]
+    for info in infos:
+        assert info.state == InstanceState.RUNNING
+        body = await get(info)
+        assert body["instance"] == info.instance_id
+        assert body["revision"] == "r1"
+        host = ssh_fleet.by_address(info.host)
+        assert Path(body["cwd"]).is_relative_to(host.state_dir / "releases")
+        with pytest.raises(httpx.ConnectError):  # bound to the host's address, not 127.0.0.1
+            async with httpx.AsyncClient(timeout=2.0) as client:
+                await client.get(f"http://127.0.0.1:{info.port}/")
+    for host in ssh_fleet.hosts:
+        releases = [p for p in (host.state_dir / "releases").iterdir() if p.is_dir()]
+        assert len(releases) == 1, releases
+    listed = {info.instance_id: info for info in await runtime.list("web")}
+    assert set(listed) == {f"web-{n}" for n in range(4)}
+    assert {info.state for info in listed.values()} == {InstanceState.RUNNING}
+    stopped = await runtime.stop("web-1")
+    assert stopped.state == InstanceState.STOPPED
+    assert stopped.host == "127.0.0.3"
+    await runtime.remove("web-1")
+    with pytest.raises(InstanceNotFound, match="web-1"):
+        await runtime.inspect("web-1")
+    # The freed host is the emptiest again: the next instance goes there.
+    assert (await runtime.start(spec("web-4", release))).host == "127.0.0.3"
+
+
+async def test_secret_env_reaches_the_app_and_no_remote_file(
+    open_runtime: Callable[..., SshRuntime], release: Path, ssh_fleet: SshHosts
+) -> None:
+    """A secret in the spec's env is the app's $API_TOKEN; no file under the hosts' dirs and
+    no process's command line holds it."""
+    token = "tok-" + secrets.token_hex(16)
+    runtime = open_runtime()
+    info = await runtime.start(spec("web-secret", release, env={"API_TOKEN": token}))
+    assert (await get(info))["token"] == token
+    needle = token.encode()
+    assert await asyncio.to_thread(files_holding, ssh_fleet.root, needle) == []
+    assert await asyncio.to_thread(command_lines_holding, needle) == []
+
+
+async def test_unknown_or_changed_host_key_is_refused_naming_the_host(
+    open_runtime: Callable[..., SshRuntime], release: Path, ssh_fleet: SshHosts, tmp_path: Path
+) -> None:
+    """A known_hosts file without the host, or with another key for it, refuses the connection
+    in one sentence that names the host and says how to add its key."""
+    empty = tmp_path / "known_hosts.empty"
+    empty.write_text("")
+    first, second = ssh_fleet.hosts[:2]
+    changed = tmp_path / "known_hosts.changed"
+    changed.write_text(f"[{first.address}]:{first.port} {second.host_public_key}\n")
+    for known_hosts in (empty, changed):
+        runtime = open_runtime(known_hosts=known_hosts)
+        with pytest.raises(RuntimeBackendError) as caught:
+            await runtime.start(spec("web-key", release))
+        message = str(caught.value)
+        assert f"host {first.address}:{first.port}" in message
+        assert "host key is unknown or changed" in message
+        assert f"ssh-keyscan -p {first.port} {first.address} >> {known_hosts}" in message
+
+
+async def test_a_stopped_sshd_is_an_error_naming_its_host(
+    open_runtime: Callable[..., SshRuntime], release: Path, ssh_fleet: SshHosts
+) -> None:
+    """With one host's sshd (and its connections) stopped, list() and inspect() of an
+    instance there fail naming that host; the other hosts' instances are untouched."""
+    runtime = open_runtime()
+    infos = [await runtime.start(spec(f"web-{n}", release)) for n in range(3)]
+    down = ssh_fleet.by_address("127.0.0.3")
+    down.stop()
+    with pytest.raises(RuntimeBackendError) as caught:
+        await runtime.list()
+    assert f"host 127.0.0.3:{down.port}" in str(caught.value)
+    assert "127.0.0.2" not in str(caught.value)
+    assert "127.0.0.4" not in str(caught.value)
+    with pytest.raises(RuntimeBackendError, match=f"host 127.0.0.3:{down.port} cannot be reached"):
+        await runtime.inspect("web-1")
+    assert (await runtime.inspect("web-0")).state == InstanceState.RUNNING
+    # The instance on the unreachable host keeps serving: only its control path is gone.
+    assert (await get(infos[1]))["instance"] == "web-1"
+    down.start()
+    assert (await runtime.inspect("web-1")).state == InstanceState.RUNNING
+
+
+async def test_an_instance_outlives_the_runtime_and_is_found_again(
+    open_runtime: Callable[..., SshRuntime], release: Path
+) -> None:
+    """The runtime object (the control plane's side) closes its connections and goes away; the
+    instance keeps serving, and a new runtime lists it (same pid), reads its output and stops
+    it."""
+    first = open_runtime()
+    info = await first.start(spec("web-kept", release))
+    pid = (await get(info))["pid"]
+    await first.close()
+    del first
+    assert (await get(info))["pid"] == pid
+    second = open_runtime()
+    listed = await second.list()
+    assert [(i.instance_id, i.host, i.port, i.pid) for i in listed] == [
+        ("web-kept", info.host, info.port, info.pid)
+    ]
+    assert listed[0].labels["supervised"] == "true"
+    banner = f"listening on {info.host}:{info.port}"
+    assert [line async for line in second.logs("web-kept")] == [banner]
+    assert await second.output_tail("web-kept", 5) == [banner]
+    assert (await second.stop("web-kept")).state == InstanceState.STOPPED
+    assert not running(pid)  # stopped for real on its host (the hosts share this machine)
+
+
+# -- the connections themselves ---------------------------------------------------------------
+
+
+def options_for(fleet: SshHosts, **overrides: Any) -> SshOptions:
+    """Login settings for the fleet's hosts."""
+    settings: dict[str, Any] = {"user": fleet.user, "key": fleet.key}
+    settings.update(known_hosts=fleet.known_hosts, connect_timeout=5.0, command_timeout=10.0)
+    settings.update(overrides)
+    return SshOptions(**settings)
+
+
+@pytest.fixture
+async def pool(ssh_fleet: SshHosts) -> AsyncIterator[SshPool]:
+    """A connection pool over the fleet, closed at the end."""
+    opened = SshPool(options_for(ssh_fleet))
+    try:
+        yield opened
+    finally:
+        await opened.close()
+
+
+async def test_one_connection_per_host_is_reused_by_concurrent_commands(
+    pool: SshPool, ssh_fleet: SshHosts
+) -> None:
+    """Twelve commands at once on one host share one connection (one sshd process serves it),
+    more than sshd's 10 sessions per connection, so the pool queues the rest."""
+    host = ssh_fleet.hosts[0]
+    target = SshTarget(host.address, host.port)
+    results = await asyncio.gather(*(pool.run(target, f"echo {n}") for n in range(12)))
+    assert [r.stdout.strip() for r in results] == [str(n) for n in range(12)]
+    assert await pool.connection(target) is await pool.connection(target)
+    assert host.process is not None
+    assert len(children_of(host.process.pid)) == 1
+
+
+async def test_a_command_past_its_timeout_fails_naming_the_host(
+    pool: SshPool, ssh_fleet: SshHosts
+) -> None:
+    """`sleep 30` with a 0.5 s timeout fails within seconds, naming the host and the command."""
+    host = ssh_fleet.hosts[1]
+    started = time.monotonic()
+    with pytest.raises(RuntimeBackendError) as caught:
+        await pool.run(SshTarget(host.address, host.port), "sleep 30", timeout=0.5)
+    assert time.monotonic() - started < 10
+    assert str(caught.value) == (
+        f"host {host.address}:{host.port}: `sleep 30` ran past its 0.5s timeout "
+        "(runtime.command_timeout)"
+    )
+
+
+async def test_output_is_streamed_line_by_line_and_input_goes_over_stdin(
+    pool: SshPool, ssh_fleet: SshHosts
+) -> None:
+    """The first line arrives while the command still runs; stdin reaches it (not argv); a
+    non-zero exit after the output raises with the end of its stderr."""
+    host = ssh_fleet.hosts[2]
+    connection = await pool.connection(SshTarget(host.address, host.port))
+    command = "read secret; echo got-$secret; sleep 1; echo done; echo broken >&2; exit 3"
+    seen: list[tuple[str, float]] = []
+    started = time.monotonic()
+    with pytest.raises(RuntimeBackendError, match="exited with 3: broken"):
+        async for line in connection.stream(command, input="s3cret\n", timeout=20):
+            seen.append((line, time.monotonic() - started))
+    assert [line for line, _ in seen] == ["got-s3cret", "done"]
+    assert seen[1][1] - seen[0][1] >= 0.9  # the first line did not wait for the second
+
+
+async def test_a_refused_login_names_the_host_and_user(ssh_fleet: SshHosts, tmp_path: Path) -> None:
+    """A key the host does not authorize is refused in a sentence naming host, user and key."""
+    other = tmp_path / "other_key"
+    keygen = await asyncio.create_subprocess_exec(
+        *("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other)),
+        stdin=subprocess.DEVNULL,
+    )
+    assert await keygen.wait() == 0
+    refused = SshPool(options_for(ssh_fleet, key=other))
+    host = ssh_fleet.hosts[0]
+    try:
+        with pytest.raises(RuntimeBackendError) as caught:
+            await refused.run(SshTarget(host.address, host.port), "true")
+    finally:
+        await refused.close()
+    assert str(caught.value).startswith(
+        f"host {host.address}:{host.port}: user {ssh_fleet.user!r} was refused with key {other}"
+    )
