@@ -87,7 +87,7 @@ def runtime_for(fleet: SshHosts, **options: Any) -> SshRuntime:
 
 
 @pytest.fixture
-async def open_runtime(ssh_fleet: SshHosts) -> AsyncIterator[Callable[..., SshRuntime]]:
+async def make_runtime(ssh_fleet: SshHosts) -> AsyncIterator[Callable[..., SshRuntime]]:
     """Opens runtimes over the fleet; at the end every instance is stopped and removed."""
     opened: list[SshRuntime] = []
 
@@ -158,11 +158,11 @@ def command_lines_holding(needle: bytes) -> list[int]:
 
 
 async def test_instances_are_spread_over_hosts_listen_there_and_stop(
-    open_runtime: Callable[..., SshRuntime], release: Path, ssh_fleet: SshHosts
+    make_runtime: Callable[..., SshRuntime], release: Path, ssh_fleet: SshHosts
 ) -> None:
     """Four instances land on 127.0.0.2, .3, .4, .2; each serves on its host's address only;
     the release is uploaded once per host; list() sees them; stop() stops them."""
-    runtime = open_runtime()
+    runtime = make_runtime()
     infos = [await runtime.start(spec(f"web-{n}", release)) for n in range(4)]
     assert [info.host for info in infos] == ["127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.2"]
     for info in infos:
@@ -192,12 +192,12 @@ async def test_instances_are_spread_over_hosts_listen_there_and_stop(
 
 
 async def test_secret_env_reaches_the_app_and_no_remote_file(
-    open_runtime: Callable[..., SshRuntime], release: Path, ssh_fleet: SshHosts
+    make_runtime: Callable[..., SshRuntime], release: Path, ssh_fleet: SshHosts
 ) -> None:
     """A secret in the spec's env is the app's $API_TOKEN; no file under the hosts' dirs and
     no process's command line holds it."""
     token = "tok-" + secrets.token_hex(16)
-    runtime = open_runtime()
+    runtime = make_runtime()
     info = await runtime.start(spec("web-secret", release, env={"API_TOKEN": token}))
     assert (await get(info))["token"] == token
     needle = token.encode()
@@ -206,7 +206,7 @@ async def test_secret_env_reaches_the_app_and_no_remote_file(
 
 
 async def test_unknown_or_changed_host_key_is_refused_naming_the_host(
-    open_runtime: Callable[..., SshRuntime], release: Path, ssh_fleet: SshHosts, tmp_path: Path
+    make_runtime: Callable[..., SshRuntime], release: Path, ssh_fleet: SshHosts, tmp_path: Path
 ) -> None:
     """A known_hosts file without the host, or with another key for it, refuses the connection
     in one sentence that names the host and says how to add its key."""
@@ -216,7 +216,7 @@ async def test_unknown_or_changed_host_key_is_refused_naming_the_host(
     changed = tmp_path / "known_hosts.changed"
     changed.write_text(f"[{first.address}]:{first.port} {second.host_public_key}\n")
     for known_hosts in (empty, changed):
-        runtime = open_runtime(known_hosts=known_hosts)
+        runtime = make_runtime(known_hosts=known_hosts)
         with pytest.raises(RuntimeBackendError) as caught:
             await runtime.start(spec("web-key", release))
         message = str(caught.value)
@@ -226,11 +226,11 @@ async def test_unknown_or_changed_host_key_is_refused_naming_the_host(
 
 
 async def test_a_stopped_sshd_is_an_error_naming_its_host(
-    open_runtime: Callable[..., SshRuntime], release: Path, ssh_fleet: SshHosts
+    make_runtime: Callable[..., SshRuntime], release: Path, ssh_fleet: SshHosts
 ) -> None:
     """With one host's sshd (and its connections) stopped, list() and inspect() of an
     instance there fail naming that host; the other hosts' instances are untouched."""
-    runtime = open_runtime()
+    runtime = make_runtime()
     infos = [await runtime.start(spec(f"web-{n}", release)) for n in range(3)]
     down = ssh_fleet.by_address("127.0.0.3")
     down.stop()
@@ -249,18 +249,18 @@ async def test_a_stopped_sshd_is_an_error_naming_its_host(
 
 
 async def test_an_instance_outlives_the_runtime_and_is_found_again(
-    open_runtime: Callable[..., SshRuntime], release: Path
+    make_runtime: Callable[..., SshRuntime], release: Path
 ) -> None:
     """The runtime object (the control plane's side) closes its connections and goes away; the
     instance keeps serving, and a new runtime lists it (same pid), reads its output and stops
     it."""
-    first = open_runtime()
+    first = make_runtime()
     info = await first.start(spec("web-kept", release))
     pid = (await get(info))["pid"]
     await first.close()
     del first
     assert (await get(info))["pid"] == pid
-    second = open_runtime()
+    second = make_runtime()
     listed = await second.list()
     assert [(i.instance_id, i.host, i.port, i.pid) for i in listed] == [
         ("web-kept", info.host, info.port, info.pid)

@@ -10,6 +10,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator
 
+from zerodown.config.ssh import SshRuntimeConfig
 from zerodown.config.units import Duration
 
 DEFAULT_DOCKER_URL = "unix:///var/run/docker.sock"
@@ -108,11 +109,13 @@ def _backend_of(value: Any) -> str:
 
 
 RuntimeConfig = Annotated[
-    Annotated[LocalRuntimeConfig, Tag("local")] | Annotated[DockerRuntimeConfig, Tag("docker")],
+    Annotated[LocalRuntimeConfig, Tag("local")]
+    | Annotated[DockerRuntimeConfig, Tag("docker")]
+    | Annotated[SshRuntimeConfig, Tag("ssh")],
     Discriminator(
         _backend_of,
         custom_error_type="runtime_backend",
-        custom_error_message="unknown runtime backend: write `backend: local` or `backend: "
-        "docker`",
+        custom_error_message="unknown runtime backend: write `backend: local`, `backend: "
+        "docker` or `backend: ssh`",
     ),
 ]

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
 RUNTIME_BACKENDS: dict[str, str] = {
     "local": "zerodown.runtimes.local.backend",
     "docker": "zerodown.runtimes.docker.backend",
+    "ssh": "zerodown.runtimes.ssh.backend",
 }
 
 
