@@ -267,3 +267,61 @@ async def test_after_a_control_plane_restart_the_fleet_and_the_blue_reap_come_fr
         assert await stack.versions() == {"v2"}
     finally:
         await store.close()
+
+
+async def test_every_canary_step_is_one_router_change_of_both_pools(stack: Stack) -> None:
+    """A canary 20 % -> 50 % -> 100 % under load: the router takes each step as one change
+    that names both pools (the built-in router: one `pool_weights` event each; HAProxy: one
+    Runtime API session each), the splits are exactly the steps' (never both pools at 0, never
+    another sum), and no request fails."""
+    strategy = {
+        "type": "canary",
+        "steps": [{"weight": 20, "pause": 1}, {"weight": 50, "pause": 1}],
+        "analysis": {**FAST_ANALYSIS, "min_requests": 10},
+    }
+    loaded = write_config(stack, strategy)
+    deployer = stack.deployer(loaded)
+    assert (await _deploy(deployer, "v1")).state is DeploymentState.SUCCEEDED
+    router: Any = stack.router
+    sessions_per_change: list[int] = []
+    if stack.backend == "haproxy":
+        set_pool_weights, session = router.set_pool_weights, router.api.session
+        opened: list[int] = []
+
+        async def counted(*args: Any, **kwargs: Any) -> list[str]:
+            opened.append(1)
+            result: list[str] = await session(*args, **kwargs)
+            return result
+
+        async def one_change(route: str, weights: dict[str, int]) -> None:
+            opened.clear()
+            router.api.session = counted
+            try:
+                await set_pool_weights(route, weights)
+            finally:
+                router.api.session = session
+            sessions_per_change.append(len(opened))
+
+        router.set_pool_weights = one_change
+    else:
+        since = (await router.events())[-1]["seq"]
+    async with Load(stack.url, connections=10) as load:
+        record = await _deploy(deployer, "v2")
+    report = await load.report()
+    assert record.state is DeploymentState.SUCCEEDED, record.reason
+    assert report.failed == 0, report.failures.most_common(3)
+    steps = [
+        d["pool_weights"] for d in await _data(stack, record, EventKind.STEP) if "pool_weights" in d
+    ]
+    splits = []
+    for weights in steps:
+        assert len(weights) == 2 and sum(weights.values()) > 0, weights
+        canary = next(w for pool, w in weights.items() if pool.startswith("v2"))
+        splits.append(round(100 * canary / sum(weights.values())))
+    assert splits == [20, 50, 100]
+    if stack.backend == "haproxy":
+        assert sessions_per_change == [1, 1, 1]
+    else:
+        changes = [e["weights"] for e in await router.events(since) if e["kind"] == "pool_weights"]
+        assert changes == steps  # each step reached the router as that one change
+    assert await stack.versions() == {"v2"}

@@ -217,6 +217,6 @@ class CanaryStrategy:
         await ctx.fleet.sink.emit(
             EventKind.STEP,
             f"100 % of traffic on {state.revision[:12]} ({len(state.canary)} instance(s))",
-            {"step": "final", "weight": 100},
+            {"step": "final", "weight": 100, "pool_weights": weights},
         )
         await retire_all(ctx, ctx.take_old(len(ctx.old)))
