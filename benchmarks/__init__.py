@@ -13,5 +13,6 @@ BENCHMARKS: dict[str, str] = {
     "kpis": "benchmarks.kpi_bench",
     "pipeline": "benchmarks.pipeline_bench",
     "images": "benchmarks.image_bench",
+    "containers": "benchmarks.container_bench",
     "cli": "benchmarks.cli_bench",
 }
