@@ -136,11 +136,14 @@ def is_loopback(address: str) -> bool:
 class PlainRegistry:
     """The Docker Registry HTTP API v2 over httpx (https, or http when insecure/loopback)."""
 
-    def __init__(self, config: PlainRegistryConfig) -> None:
+    def __init__(
+        self, config: PlainRegistryConfig, *, transport: httpx.AsyncBaseTransport | None = None
+    ) -> None:
         self.config = config
         scheme = "http" if config.insecure or is_loopback(config.address) else "https"
         self.base_url = f"{scheme}://{config.address}"
-        auth: httpx.BasicAuth | None = None
+        self._basic: httpx.BasicAuth | None = None
+        self._bearer: str | None = None  # a token from the registry's auth service, if it uses one
         self._password: str | None = None
         if config.username is not None:
             self._password = os.environ.get(config.password_env or "", "")
@@ -149,8 +152,10 @@ class PlainRegistry:
                     f"registry {config.address}: environment variable {config.password_env} "
                     "(registry.password_env) is empty: export the registry password there"
                 )
-            auth = httpx.BasicAuth(config.username, self._password)
-        self._http = httpx.AsyncClient(base_url=self.base_url, auth=auth, timeout=_TIMEOUT)
+            self._basic = httpx.BasicAuth(config.username, self._password)
+        self._http = httpx.AsyncClient(
+            base_url=self.base_url, timeout=_TIMEOUT, transport=transport
+        )
 
     async def login(self) -> PushAuth:
         """Check the API answers (GET /v2/) and return the address and credentials."""
@@ -259,13 +264,60 @@ class PlainRegistry:
         return parse_time(response.json().get("created"))
 
     async def _request(self, method: str, url: str, *, doing: str, **kwargs: Any) -> httpx.Response:
+        """One API call; on a Bearer challenge (Harbor, GHCR, GitLab, Docker Hub) it gets a
+        token from the registry's auth service (with the basic credentials, if any) and
+        retries once."""
+        response = await self._send(method, url, doing, kwargs)
+        challenge = response.headers.get("WWW-Authenticate", "")
+        if response.status_code == 401 and challenge.lower().startswith("bearer "):
+            self._bearer = await self._token(challenge, doing)
+            response = await self._send(method, url, doing, kwargs)
+        return response
+
+    async def _send(
+        self, method: str, url: str, doing: str, kwargs: dict[str, Any]
+    ) -> httpx.Response:
+        auth: httpx.Auth | None = self._basic
+        headers = dict(kwargs.get("headers") or {})
+        if self._bearer is not None:
+            auth = None
+            headers["Authorization"] = f"Bearer {self._bearer}"
         try:
-            return await self._http.request(method, url, **kwargs)
+            return await self._http.request(
+                method, url, **{**kwargs, "headers": headers}, auth=auth
+            )
         except httpx.HTTPError as exc:
             raise ImageRegistryError(
                 f"cannot {doing}: registry {self.base_url} is unreachable ({exc}); check "
                 "registry.address (and registry.insecure for a plain-http registry)"
             ) from exc
+
+    async def _token(self, challenge: str, doing: str) -> str:
+        """A token for the challenge's realm, service and scope."""
+        fields = dict(re.findall(r'(\w+)="([^"]*)"', challenge))
+        realm = fields.pop("realm", None)
+        if realm is None:
+            raise ImageRegistryError(
+                f"registry {self.config.address}: Bearer challenge without realm"
+            )
+        try:
+            response = await self._http.get(
+                realm, params=fields, auth=self._basic or httpx.USE_CLIENT_DEFAULT
+            )
+        except httpx.HTTPError as exc:
+            raise ImageRegistryError(
+                f"cannot {doing}: the registry's auth service {realm} is unreachable ({exc})"
+            ) from exc
+        if response.status_code != 200:
+            raise ImageRegistryError(
+                f"registry {self.config.address} refused to {doing}: its auth service {realm} "
+                f"answered HTTP {response.status_code}; check registry.username and password_env"
+            )
+        body = response.json()
+        token = body.get("token") or body.get("access_token")
+        if not isinstance(token, str) or not token:
+            raise ImageRegistryError(f"the auth service {realm} gave no token")
+        return token
 
     def _check(self, response: httpx.Response, doing: str, *, ok: tuple[int, ...]) -> None:
         if response.status_code in ok:
