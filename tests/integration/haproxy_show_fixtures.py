@@ -18,7 +18,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -211,9 +211,16 @@ class ServerState:
     weight: int
 
 
+def admin_api(stack: Stack) -> RuntimeApi:
+    """A client of the stack's HAProxy Runtime API (its admin socket)."""
+    return RuntimeApi(
+        SocketAddress(unix=str(HaproxyPaths.under(stack.root / "state").admin_socket))
+    )
+
+
 async def haproxy_servers(stack: Stack, backend: str = ROUTE) -> dict[str, ServerState]:
     """The servers HAProxy has in `backend` now, by name."""
-    api = RuntimeApi(SocketAddress(unix=str(HaproxyPaths.under(stack.root / "state").admin_socket)))
+    api = admin_api(stack)
     text = await api.run(f"show servers state {backend}")
     servers = {}
     for line in text.splitlines():
@@ -235,7 +242,7 @@ async def haproxy_servers(stack: Stack, backend: str = ROUTE) -> dict[str, Serve
 async def session_server(stack: Stack, local_port: int) -> str:
     """The server HAProxy's current worker sends the client connection from 127.0.0.1:`port`
     to (`show sess`)."""
-    api = RuntimeApi(SocketAddress(unix=str(HaproxyPaths.under(stack.root / "state").admin_socket)))
+    api = admin_api(stack)
     text = await api.run("show sess")
     for line in text.splitlines():
         if f" src=127.0.0.1:{local_port} " in line and " srv=" in line:
@@ -380,9 +387,9 @@ class EventTap:
     def __init__(self) -> None:
         self.events: list[DeploymentEvent] = []
         self.tasks: list[asyncio.Task[Any]] = []
-        self._triggers: dict[EventKind, Any] = {}
+        self._triggers: dict[EventKind, Callable[[], Awaitable[Any]]] = {}
 
-    def on_first(self, kind: EventKind, callback: Any) -> None:
+    def on_first(self, kind: EventKind, callback: Callable[[], Awaitable[Any]]) -> None:
         """Run `callback()` (a coroutine function) when the first `kind` event arrives."""
         self._triggers[kind] = callback
 
@@ -401,10 +408,6 @@ class EventTap:
         """Cancel triggered callbacks still running (a test that failed midway)."""
         for task in self.tasks:
             task.cancel()
-
-    def times(self, kind: EventKind) -> list[float]:
-        """Wall-clock times of the events of `kind`."""
-        return [e.at for e in self.events if e.kind is kind]
 
 
 async def wait_until_ended(store: SqlHistoryStore, deployment_id: str, timeout: float) -> None:
