@@ -48,8 +48,12 @@ __all__ = ["local_registry", "podman_api", "python_image"]  # fixtures the docke
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 # The stacks the issue 12 tests run on: both routers with processes, and containers (docker
 # runtime on Podman's API, images built per revision and pinned by digest) behind the router.
+# The first container test of a fresh machine builds the base image (debootstrap, ~1 min) and
+# pushes it: more time for those.
 ON_EVERY_RUNTIME = pytest.mark.parametrize(
-    "stack", ["builtin", "haproxy", "builtin+docker"], indirect=True
+    "stack",
+    ["builtin", "haproxy", pytest.param("builtin+docker", marks=pytest.mark.timeout(420))],
+    indirect=True,
 )
 
 REPO = Path(__file__).resolve().parents[2]
