@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import os
 import secrets
+import signal
 import subprocess
 import time
 from collections.abc import AsyncIterator, Callable
@@ -157,6 +160,7 @@ def command_lines_holding(needle: bytes) -> list[int]:
     return pids
 
 
+@pytest.mark.slow
 async def test_instances_are_spread_over_hosts_listen_there_and_stop(
     make_runtime: Callable[..., SshRuntime], release: Path, ssh_fleet: SshHosts
 ) -> None:
@@ -225,6 +229,7 @@ async def test_unknown_or_changed_host_key_is_refused_naming_the_host(
         assert f"ssh-keyscan -p {first.port} {first.address} >> {known_hosts}" in message
 
 
+@pytest.mark.slow
 async def test_a_stopped_sshd_is_an_error_naming_its_host(
     make_runtime: Callable[..., SshRuntime], release: Path, ssh_fleet: SshHosts
 ) -> None:
@@ -248,6 +253,7 @@ async def test_a_stopped_sshd_is_an_error_naming_its_host(
     assert (await runtime.inspect("web-1")).state == InstanceState.RUNNING
 
 
+@pytest.mark.slow
 async def test_an_instance_outlives_the_runtime_and_is_found_again(
     make_runtime: Callable[..., SshRuntime], release: Path
 ) -> None:
@@ -358,3 +364,34 @@ async def test_a_refused_login_names_the_host_and_user(ssh_fleet: SshHosts, tmp_
     assert str(caught.value).startswith(
         f"host {host.address}:{host.port}: user {ssh_fleet.user!r} was refused with key {other}"
     )
+
+
+@pytest.mark.slow
+async def test_an_app_whose_supervisor_died_on_its_host_is_adopted(
+    make_runtime: Callable[..., SshRuntime], release: Path, ssh_fleet: SshHosts
+) -> None:
+    """kill -9 of the supervisor on the host leaves the app serving; adopt_orphans() over SSH
+    gives it a new supervisor there, which then stops it on request."""
+    runtime = make_runtime()
+    info = await runtime.start(spec("web-orphan", release))
+    instance_dir = ssh_fleet.by_address(info.host).state_dir / "runtime/instances/web-orphan"
+    recorded = await asyncio.to_thread((instance_dir / "supervisor.json").read_text)
+    supervisor = json.loads(recorded)["pid"]
+    os.kill(supervisor, signal.SIGKILL)
+    await eventually_not_running(supervisor)
+    assert (await runtime.inspect("web-orphan")).labels["supervised"] == "false"
+    assert (await get(info))["instance"] == "web-orphan"  # still serving, unsupervised
+    assert await runtime.adopt_orphans() == ["web-orphan"]
+    adopted = await runtime.inspect("web-orphan")
+    assert adopted.labels["supervised"] == "true"
+    assert adopted.pid == info.pid
+    assert (await runtime.stop("web-orphan")).state == InstanceState.STOPPED
+    assert not running(info.pid or 0)
+
+
+async def eventually_not_running(pid: int, timeout: float = 10.0) -> None:
+    """Wait (bounded) until process `pid` is gone: a killed process vanishes in milliseconds."""
+    deadline = time.monotonic() + timeout
+    while running(pid):
+        assert time.monotonic() < deadline, f"pid {pid} still runs after {timeout}s"
+        await asyncio.sleep(0.02)

@@ -15,6 +15,7 @@ import os
 import re
 import tarfile
 import tempfile
+import threading
 import zipfile
 from dataclasses import dataclass
 from functools import cache
@@ -33,9 +34,17 @@ class Bundle:
     path: Path
 
 
-@cache
+_building = threading.Lock()
+
+
 def zerodown_bundle() -> Bundle:
     """This zerodown's own package as a zip (sources only), built once per process."""
+    with _building:  # hosts are prepared at once, each from a worker thread
+        return _build_bundle()
+
+
+@cache
+def _build_bundle() -> Bundle:
     package = Path(zerodown.__file__).resolve().parent
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
@@ -50,8 +59,9 @@ def zerodown_bundle() -> Bundle:
     name = f"zerodown-{zerodown.__version__}-{hashlib.sha256(data).hexdigest()[:16]}"
     path = Path(tempfile.gettempdir()) / f"{name}.zip"
     if not path.exists():  # same name, same bytes: another process may have written it already
-        partial = path.with_name(f"{name}.{os.getpid()}.partial")
-        partial.write_bytes(data)
+        fd, partial = tempfile.mkstemp(prefix=f"{name}.", suffix=".partial", dir=path.parent)
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
         os.replace(partial, path)
     return Bundle(name=name, path=path)
 
