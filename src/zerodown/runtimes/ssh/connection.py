@@ -197,8 +197,9 @@ class SshConnection:
                 raise translate_error(self.target, self.options, exc) from exc
             try:
                 async with asyncio.timeout(timeout):
-                    async for line in process.stdout:
-                        yield _text(line).rstrip("\n")
+                    # Not `async for`: asyncssh's iterator yields a last '' at EOF.
+                    while line := _text(await process.stdout.readline()):
+                        yield line.rstrip("\n")
                     await process.wait_closed()
             except TimeoutError as exc:
                 raise RuntimeBackendError(
