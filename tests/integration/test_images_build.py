@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -18,13 +19,20 @@ from typing import Any
 
 import pytest
 from benchmarks.sample_images import commit_all, fastapi_service, git, init_repo
-from tests.integration.container_fixtures import PodmanApi, local_registry, podman_api, wait_for
+from tests.integration.container_fixtures import (
+    PodmanApi,
+    local_registry,
+    podman_api,
+    python_image,
+    wait_for,
+)
 
 from zerodown.config.model import ServiceConfig
+from zerodown.errors import BuildFailed
 from zerodown.images.build import IMAGE_BUILD_LOG, IMAGE_RECORD, LABEL_REVISION, LABEL_SOURCE
 from zerodown.revisions import Release, prepare_release
 
-__all__ = ["local_registry", "podman_api"]
+__all__ = ["local_registry", "podman_api", "python_image"]
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
@@ -202,3 +210,35 @@ async def test_a_recorded_digest_is_used_when_the_registry_is_unreachable(
     release = await prepare(offline, service.first, lines)
     assert release.image == first.image
     assert any("unreachable" in line and "using the digest recorded" in line for line in lines)
+
+
+async def test_a_failing_dockerfile_step_fails_the_prepare_with_its_output(
+    podman_api: PodmanApi, python_image: str, tmp_path: Path
+) -> None:
+    """The service's own Dockerfile is used; a failing step names itself and its last lines."""
+    repo = init_repo(tmp_path / "repo")
+    (repo / "Dockerfile").write_text(f"FROM {python_image}\nRUN echo about to fail && exit 3\n")
+    sha = commit_all(repo, "broken image")
+    config = ServiceConfig.model_validate(
+        {
+            "source": {"repo": "repo"},
+            "run": "unused",
+            "build": {
+                "image": {
+                    "repository": "zerodown-test/broken",
+                    "registry": {"address": podman_api.registry.address},
+                    "engine": podman_api.url,
+                }
+            },
+        }
+    )
+    with pytest.raises(BuildFailed) as failed:
+        await prepare_release(
+            "broken", config, root=tmp_path, state_dir=tmp_path / "state", revision=sha
+        )
+    message = str(failed.value)
+    assert message.startswith(f"build of {podman_api.registry.address}/zerodown-test/broken:")
+    assert "exit status 3" in message or "exit code: 3" in message, message
+    assert "about to fail" in message
+    with pytest.raises(urllib.error.HTTPError, match="404"):  # nothing was pushed
+        podman_api.registry.manifest_digest("zerodown-test/broken", sha)
