@@ -395,3 +395,35 @@ async def eventually_not_running(pid: int, timeout: float = 10.0) -> None:
     while running(pid):
         assert time.monotonic() < deadline, f"pid {pid} still runs after {timeout}s"
         await asyncio.sleep(0.02)
+
+
+def agents_under(root: Path) -> list[int]:
+    """Pids of zerodown's host-side agents whose copy of zerodown lies under `root`."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        with contextlib.suppress(OSError):
+            if not entry.name.isdigit() or b"ssh.remote" not in (entry / "cmdline").read_bytes():
+                continue
+            if f"PYTHONPATH={root}".encode() in (entry / "environ").read_bytes():
+                pids.append(int(entry.name))
+    return pids
+
+
+async def test_one_agent_per_host_serves_every_request_and_exits_with_its_channel(
+    make_runtime: Callable[..., SshRuntime], release: Path, ssh_fleet: SshHosts
+) -> None:
+    """Twenty operations on three hosts run in three agent processes (one per host, kept up);
+    once the runtime closes its connections, every agent exits, and the instance stays."""
+    before = await asyncio.to_thread(agents_under, ssh_fleet.root)
+    runtime = make_runtime()
+    info = await runtime.start(spec("web-agent", release))
+    await asyncio.gather(*(runtime.inspect("web-agent") for _ in range(10)))
+    await asyncio.gather(*(runtime.list() for _ in range(9)))
+    agents = set(await asyncio.to_thread(agents_under, ssh_fleet.root)) - set(before)
+    assert len(agents) == 3
+    await runtime.close()
+    deadline = time.monotonic() + 10
+    while set(await asyncio.to_thread(agents_under, ssh_fleet.root)) & agents:
+        assert time.monotonic() < deadline, "an agent outlived its SSH channel"
+        await asyncio.sleep(0.05)
+    assert (await get(info))["instance"] == "web-agent"

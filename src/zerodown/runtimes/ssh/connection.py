@@ -22,7 +22,8 @@ from zerodown.errors import RuntimeBackendError
 if TYPE_CHECKING:
     import asyncssh
 
-# OpenSSH's sshd allows 10 sessions per connection by default (MaxSessions): stay below it.
+# OpenSSH's sshd allows 10 sessions per connection by default (MaxSessions): stay below it,
+# with one more for a long-lived process (`open_process`, the runtime's agent).
 MAX_CHANNELS = 8
 _SHOWN_COMMAND = 60  # characters of a command quoted in an error
 
@@ -240,6 +241,21 @@ class SshConnection:
                 ) from exc
             except (asyncssh.Error, OSError) as exc:
                 raise translate_error(self.target, self.options, exc) from exc
+
+    async def open_process(self, command: str) -> asyncssh.SSHClientProcess[str]:
+        """Start a long-lived `command` (a channel of its own, outside the command limit)."""
+        import asyncssh
+
+        try:
+            async with asyncio.timeout(self.options.connect_timeout):
+                return await self._conn.create_process(command)
+        except TimeoutError as exc:
+            raise RuntimeBackendError(
+                f"host {self.target.name}: `{_shown(command)}` did not start within "
+                f"{self.options.connect_timeout:g}s"
+            ) from exc
+        except (asyncssh.Error, OSError) as exc:
+            raise translate_error(self.target, self.options, exc) from exc
 
     async def close(self) -> None:
         """Close the connection; processes started through it that detached keep running."""

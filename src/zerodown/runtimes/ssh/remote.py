@@ -2,10 +2,12 @@
 
 It runs with the host's own python3 (3.11+) and the standard library only, importing zerodown
 from the copy `SshRuntime` unpacked there (`PYTHONPATH=<root>/lib/zerodown-<digest>`).
-One request per process, as one JSON line on stdin (so secrets in an instance's env never
-appear in the command line, which `ps` shows, nor on the host's disk); the answer is one JSON
-line on stdout: `{"ok": ...}` or `{"error": sentence, "kind": class name}`. `logs` answers
-with one JSON string per output line instead, then `{"end": true}`.
+It stays up for as long as its SSH channel: the control plane writes requests as JSON lines on
+its stdin (so secrets in an instance's env never appear in a command line, which `ps` shows,
+nor on the host's disk), each `{"id": n, "op": ..., ...}`, and it answers each, in any order,
+as `{"id": n, "ok": ...}` or `{"id": n, "error": sentence, "kind": class name}`; `logs` sends
+`{"id": n, "line": ...}` per output line, then `{"id": n, "end": true}`. When stdin ends (the
+control plane left or its connection dropped) it exits; the instances' supervisors stay.
 
 Each operation is `LocalRuntime`'s over `<root>/runtime`, with the host's address as the
 address instances listen on: the same detached supervisor per instance, the same files, the
@@ -30,6 +32,8 @@ from zerodown.runtimes.local.runtime import LocalRuntime
 
 RUNTIME_DIR = "runtime"  # under the host's root: LocalRuntime's state_dir
 RELEASES_DIR = "releases"
+_REQUEST_LIMIT = 16 * 1024 * 1024  # one request line (a start's env) may be this long
+_FINISH_ON_EOF = 60.0  # how long requests under way may finish once the control plane left
 
 
 def info_json(info: InstanceInfo) -> dict[str, Any]:
@@ -92,9 +96,8 @@ def _check_member(member: tarfile.TarInfo, target: Path) -> None:
             raise tarfile.TarError(f"refusing release link {member.name!r} out of the release")
 
 
-async def _answer(request: dict[str, Any]) -> Any:
+async def _answer(request: dict[str, Any], runtime: LocalRuntime) -> Any:
     op = request["op"]
-    runtime = _runtime(request)
     if op == "start":
         return info_json(await runtime.start(_spec(request)))
     if op == "stop":
@@ -123,31 +126,73 @@ async def _answer(request: dict[str, Any]) -> Any:
     raise ValueError(f"unknown operation {op!r}")
 
 
-async def _logs(request: dict[str, Any]) -> None:
-    runtime = _runtime(request)
-    async for line in runtime.logs(
-        request["instance_id"], since=request["since"], follow=request["follow"]
-    ):
-        print(json.dumps(line), flush=True)  # a closed channel ends us with a BrokenPipeError
-    print(json.dumps({"end": True}), flush=True)
+def _send(message: dict[str, Any]) -> None:
+    # One write per message from the event loop's thread: messages never interleave.
+    sys.stdout.write(json.dumps(message) + "\n")
+    sys.stdout.flush()
 
 
-def _error(exc: BaseException) -> str:
+def _error(exc: BaseException) -> dict[str, Any]:
     kind = "InstanceNotFound" if isinstance(exc, InstanceNotFound) else type(exc).__name__
-    return json.dumps({"error": str(exc), "kind": kind})
+    return {"error": str(exc), "kind": kind}
+
+
+class Agent:
+    """Answers the requests of one control plane, each in its own task, until stdin ends."""
+
+    def __init__(self) -> None:
+        self._runtimes: dict[tuple[str, str], LocalRuntime] = {}
+        self._requests: set[asyncio.Task[None]] = set()
+        self._followers: set[asyncio.Task[None]] = set()
+
+    def _runtime(self, request: dict[str, Any]) -> LocalRuntime:
+        # One LocalRuntime per root and address: it reaps the supervisors it launched and
+        # remembers the ports it promised, which one-shot processes could not.
+        key = (request["root"], request["host"])
+        if key not in self._runtimes:
+            self._runtimes[key] = _runtime(request)
+        return self._runtimes[key]
+
+    async def serve(self, reader: asyncio.StreamReader) -> None:
+        """Handle request lines until EOF (the SSH channel closed: the control plane left)."""
+        while line := await reader.readline():
+            request = json.loads(line)
+            follows = request["op"] == "logs" and request.get("follow")
+            task = asyncio.create_task(self._handle(request))
+            tasks = self._followers if follows else self._requests
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+        for task in self._followers:  # nobody reads them any more
+            task.cancel()
+        if self._requests:  # a start halfway through finishes: its supervisor is detached
+            await asyncio.wait(self._requests, timeout=_FINISH_ON_EOF)
+
+    async def _handle(self, request: dict[str, Any]) -> None:
+        number = request["id"]
+        try:
+            runtime = self._runtime(request)
+            if request["op"] == "logs":
+                async for line in runtime.logs(
+                    request["instance_id"], since=request["since"], follow=request["follow"]
+                ):
+                    _send({"id": number, "line": line})
+                _send({"id": number, "end": True})
+            else:
+                _send({"id": number, "ok": await _answer(request, runtime)})
+        except (ZerodownError, OSError, ValueError, KeyError, TypeError, tarfile.TarError) as exc:
+            _send({"id": number, **_error(exc)})
+
+
+async def _main() -> None:
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader(limit=_REQUEST_LIMIT)
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    await Agent().serve(reader)
 
 
 def main() -> int:
-    """Read one request from stdin, answer it on stdout."""
-    try:
-        request = json.loads(sys.stdin.readline())
-        if request["op"] == "logs":
-            asyncio.run(_logs(request))
-        else:
-            print(json.dumps({"ok": asyncio.run(_answer(request))}), flush=True)
-    except (ZerodownError, OSError, ValueError, KeyError, tarfile.TarError) as exc:
-        print(_error(exc), flush=True)
-        return 1
+    """Serve the control plane's requests (JSON lines on stdin) until stdin ends."""
+    asyncio.run(_main())
     return 0
 
 

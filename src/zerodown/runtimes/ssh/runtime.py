@@ -5,7 +5,8 @@ serving (and being restarted) when the SSH session ends or the control plane goe
 control plane copies zerodown's own package to a host once per version (`bundle`) and each
 release directory once per revision, then runs every operation there through the host's
 python3 (`remote`), one SSH connection per host (`connection.SshPool`). A new `SshRuntime` over
-the same hosts finds every instance again by listing them.
+the same hosts finds every instance again by listing them. The host side stays up as one agent
+per host (`agent`), so an operation is one round trip.
 
 `instances: N` are spread over the hosts: each start goes to the host running the fewest
 instances of that service. An instance listens on its host's address (given in $HOST), which
@@ -31,6 +32,7 @@ from zerodown.runtimes.base import (
     InstanceState,
     ReleaseDirectory,
 )
+from zerodown.runtimes.ssh.agent import HostAgent
 from zerodown.runtimes.ssh.bundle import pack_release, release_name, zerodown_bundle
 from zerodown.runtimes.ssh.connection import SshOptions, SshPool, SshTarget, quote
 
@@ -123,6 +125,7 @@ class SshRuntime:
         self._releases: dict[tuple[str, str], str] = {}  # (address, release) -> its dir there
         self._packed: dict[str, Path] = {}  # release name -> its tarball here
         self._locks: dict[tuple[str, ...], asyncio.Lock] = {}
+        self._agents: dict[str, HostAgent] = {}  # address -> its agent
         self._placed: dict[str, _Placed] = {}
         self._listed = False
 
@@ -225,23 +228,10 @@ class SshRuntime:
     ) -> AsyncIterator[str]:
         """The instance's output lines, streamed from its host as they come."""
         host = await self._locate(instance_id, exited=True)
-        root = await self._prepare(host)
-        connection = await self._pool.connection(host.target)
+        agent, root = await self._agent(host)
         request = {"op": "logs", "instance_id": instance_id, "since": since, "follow": follow}
-        request.update(root=root, host=host.address)
-        lines = connection.stream(
-            self._agent_command(host, root),
-            input=json.dumps(request) + "\n",
-            timeout=None if follow else self._timeout,
-        )
-        async for raw in lines:
-            data = json.loads(raw)
-            if isinstance(data, str):
-                yield data
-            elif "error" in data:
-                raise _remote_error(host, data)
-            else:
-                return
+        async for line in agent.stream({**request, "root": root, "host": host.address}):
+            yield line
 
     async def adopt_orphans(self) -> builtins.list[str]:
         """On every host, give each app that outlived its supervisor a new one."""
@@ -249,7 +239,10 @@ class SshRuntime:
         return [str(instance_id) for _, answer in answers for instance_id in answer]
 
     async def close(self) -> None:
-        """Close the SSH connections and local tarballs; the instances keep running."""
+        """Close the agents, SSH connections and local tarballs; the instances keep running."""
+        agents, self._agents = list(self._agents.values()), {}
+        for agent in agents:
+            await agent.close()
         await self._pool.close()
         for path in self._packed.values():
             path.unlink(missing_ok=True)
@@ -363,30 +356,24 @@ class SshRuntime:
         python = self._pythons.get(host.address, self.python)
         return f"PYTHONPATH={lib} exec {quote(python, '-m', 'zerodown.runtimes.ssh.remote')}"
 
+    async def _agent(self, host: RemoteHost) -> tuple[HostAgent, str]:
+        """The host's running agent (started on first use, again after its channel ended)."""
+        root = await self._prepare(host)
+        async with self._lock("agent", host.address):
+            agent = self._agents.get(host.address)
+            if agent is None or agent.closed:
+                connection = await self._pool.connection(host.target)
+                agent = await HostAgent.open(connection, self._agent_command(host, root))
+                self._agents[host.address] = agent
+            return agent, root
+
     async def _call(
         self, host: RemoteHost, request: dict[str, Any], *, timeout: float | None = None
     ) -> Any:
         """Run one operation on `host` through its agent; its answer, or its error raised."""
-        root = await self._prepare(host)
-        connection = await self._pool.connection(host.target)
-        payload = json.dumps({**request, "root": root, "host": host.address}) + "\n"
-        result = await connection.run(
-            self._agent_command(host, root), input=payload, timeout=timeout, check=False
-        )
-        lines = result.stdout.strip().splitlines()
-        try:
-            answer = json.loads(lines[-1]) if lines else None
-        except json.JSONDecodeError:
-            answer = None
-        if not isinstance(answer, dict) or not ({"ok", "error"} & answer.keys()):
-            detail = (result.stderr.strip().splitlines() or ["no output"])[-1]
-            raise RuntimeBackendError(
-                f"host {host.target.name}: zerodown's agent failed (exit {result.exit_status}): "
-                f"{detail}"
-            )
-        if "error" in answer:
-            raise _remote_error(host, answer)
-        return answer["ok"]
+        agent, root = await self._agent(host)
+        payload = {**request, "root": root, "host": host.address}
+        return await agent.call(payload, timeout=self._timeout if timeout is None else timeout)
 
     async def _on_every_host(
         self, request: dict[str, Any]
@@ -402,13 +389,6 @@ class SshRuntime:
         if failures:
             raise RuntimeBackendError("; ".join(str(f) for f in failures)) from failures[0]
         return list(zip(self.hosts, results, strict=True))
-
-
-def _remote_error(host: RemoteHost, answer: dict[str, Any]) -> RuntimeBackendError:
-    message = f"host {host.target.name}: {answer['error']}"
-    if answer.get("kind") == "InstanceNotFound":
-        return InstanceNotFound(message)
-    return RuntimeBackendError(message)
 
 
 def _python_problem(host: RemoteHost, python: str, status: int) -> str:
