@@ -427,3 +427,41 @@ async def test_one_agent_per_host_serves_every_request_and_exits_with_its_channe
         assert time.monotonic() < deadline, "an agent outlived its SSH channel"
         await asyncio.sleep(0.05)
     assert (await get(info))["instance"] == "web-agent"
+
+
+async def test_without_a_key_file_the_ssh_agent_logs_in(
+    ssh_fleet: SshHosts, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`key: none` logs in with the keys of the agent at $SSH_AUTH_SOCK (the session's key,
+    added to a real ssh-agent); without the agent the same login is refused."""
+    socket_path = tmp_path / "agent.sock"
+    agent = await asyncio.create_subprocess_exec(
+        "ssh-agent", "-D", "-a", str(socket_path), stdout=subprocess.DEVNULL
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while not socket_path.exists():  # ssh-agent is another process: its socket tells
+            assert time.monotonic() < deadline, "ssh-agent did not start"
+            await asyncio.sleep(0.02)
+        add = await asyncio.create_subprocess_exec(
+            "ssh-add", "-q", str(ssh_fleet.key), env={"SSH_AUTH_SOCK": str(socket_path)}
+        )
+        assert await add.wait() == 0
+        host = ssh_fleet.hosts[0]
+        target = SshTarget(host.address, host.port)
+        monkeypatch.setenv("SSH_AUTH_SOCK", str(socket_path))
+        pool = SshPool(options_for(ssh_fleet, key=None))
+        try:
+            assert (await pool.run(target, "echo via-agent")).stdout == "via-agent\n"
+        finally:
+            await pool.close()
+        monkeypatch.delenv("SSH_AUTH_SOCK")
+        without = SshPool(options_for(ssh_fleet, key=None))
+        try:
+            with pytest.raises(RuntimeBackendError, match="the keys of the ssh agent"):
+                await without.run(target, "true")
+        finally:
+            await without.close()
+    finally:
+        agent.terminate()
+        await agent.wait()
