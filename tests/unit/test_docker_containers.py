@@ -106,3 +106,13 @@ def test_settings_refuse_what_the_docker_api_cannot_be() -> None:
     with pytest.raises(ValueError, match=r"must end with '\.'"):
         DockerRuntimeConfig(label_prefix="zerodown")
     assert DockerRuntimeConfig().url.startswith(("unix://", "tcp://"))
+
+
+def test_a_container_this_runtime_stopped_is_stopped_whatever_its_exit_code() -> None:
+    """An app may exit 1 on SIGTERM: stopped on purpose, not a crash (its output is not kept)."""
+    exited = attrs("exited", 1)
+    assert c.state_of(exited) is InstanceState.FAILED
+    assert c.state_of(exited, {exited["Id"]}) is InstanceState.STOPPED
+    assert c.info_of(exited, PREFIX, SCOPE, {exited["Id"]}).state is InstanceState.STOPPED
+    oom = attrs("exited", 137, OOMKilled=True)
+    assert c.state_of(oom, {oom["Id"]}) is InstanceState.FAILED  # killed for its memory

@@ -13,7 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -70,8 +70,9 @@ def parse_time(text: str | None) -> float | None:
         return None
 
 
-def state_of(attrs: Mapping[str, Any]) -> InstanceState:
-    """The instance state a container's `State` means."""
+def state_of(attrs: Mapping[str, Any], stopped: Collection[str] = ()) -> InstanceState:
+    """The instance state a container's `State` means; `stopped`: ids of containers stopped on
+    purpose (whatever their exit code: an app may exit 1 on SIGTERM)."""
     state = attrs.get("State") or {}
     status = str(state.get("Status", "")).lower()
     if status == "running":
@@ -85,16 +86,20 @@ def state_of(attrs: Mapping[str, Any]) -> InstanceState:
     # exited, stopped, dead: on purpose unless it crashed or the daemon gave up on it
     if state.get("OOMKilled") or state.get("Error") or status == "dead":
         return InstanceState.FAILED
+    if attrs.get("Id") in stopped:
+        return InstanceState.STOPPED
     if int(state.get("ExitCode") or 0) not in STOPPED_EXIT_CODES:
         return InstanceState.FAILED
     return InstanceState.STOPPED
 
 
-def info_of(attrs: Mapping[str, Any], prefix: str, scope: str) -> InstanceInfo:
+def info_of(
+    attrs: Mapping[str, Any], prefix: str, scope: str, stopped: Collection[str] = ()
+) -> InstanceInfo:
     """What inspect data `attrs` of one of our containers says about its instance."""
     labels = _labels(attrs, prefix)
     state = attrs.get("State") or {}
-    instance_state = state_of(attrs)
+    instance_state = state_of(attrs, stopped)
     running = instance_state in (InstanceState.RUNNING, InstanceState.STARTING)
     shown = {k: v for k, v in labels.items() if k not in _INTERNAL}
     if is_exited(attrs, prefix, scope):

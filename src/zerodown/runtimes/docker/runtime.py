@@ -48,6 +48,9 @@ class DockerRuntime:
         self.prefix = settings.label_prefix
         self.scope = c.scope_of(state_dir)
         self.api = DockerApi(settings.url, settings.timeout)
+        # Containers this runtime stopped: stopped on purpose whatever their exit code. Known to
+        # this process only; after a restart, a non-zero exit reads as a crash.
+        self._stopped: set[str] = set()
 
     # -- the seam ------------------------------------------------------------------------------
 
@@ -79,7 +82,8 @@ class DockerRuntime:
         """SIGTERM, up to `timeout` (default: the spec's stop_timeout), then SIGKILL. Idempotent."""
         attrs = await self._inspect(instance_id)
         grace = c.stop_timeout_of(attrs, self.prefix, 10.0) if timeout is None else timeout
-        if c.state_of(attrs) not in (InstanceState.STOPPED, InstanceState.FAILED):
+        if c.state_of(attrs, self._stopped) not in (InstanceState.STOPPED, InstanceState.FAILED):
+            self._stopped.add(str(attrs["Id"]))
             await self.api.call(
                 f"stop {instance_id}",
                 lambda client: client.api.stop(attrs["Id"], timeout=max(0, round(grace))),
@@ -89,12 +93,12 @@ class DockerRuntime:
 
     async def inspect(self, instance_id: str) -> InstanceInfo:
         """The instance's container as the daemon sees it now; `InstanceNotFound` if none."""
-        return c.info_of(await self._inspect(instance_id), self.prefix, self.scope)
+        return self._info_of(await self._inspect(instance_id))
 
     async def list(self, service: str | None = None) -> builtins.list[InstanceInfo]:
         """Every container of this state dir (by label), running or not, of one service or all."""
         return [
-            c.info_of(attrs, self.prefix, self.scope)
+            self._info_of(attrs)
             for attrs in await self._all(service)
             if not c.is_exited(attrs, self.prefix, self.scope)
         ]
@@ -102,12 +106,13 @@ class DockerRuntime:
     async def remove(self, instance_id: str) -> None:
         """Remove a stopped instance's container; a crashed one is kept (renamed) for its output."""
         attrs = await self._inspect(instance_id)
-        state = c.state_of(attrs)
+        state = c.state_of(attrs, self._stopped)
         if state not in (InstanceState.STOPPED, InstanceState.FAILED):
             raise RuntimeBackendError(
                 f"instance {instance_id!r} is {state}: stop it before removing it"
             )
         container_id = str(attrs["Id"])
+        self._stopped.discard(container_id)
         if state is InstanceState.FAILED or attrs.get("RestartCount"):
             kept = c.exited_name(self.scope, instance_id, time.time())
             await self.api.call(
@@ -115,7 +120,7 @@ class DockerRuntime:
                 lambda client: client.api.rename(container_id, kept),
                 instance=instance_id,
             )
-            await self._trim_exited(c.info_of(attrs, self.prefix, self.scope).service)
+            await self._trim_exited(self._info_of(attrs).service)
             return
         await self.api.call(
             f"remove {instance_id}",
@@ -151,7 +156,7 @@ class DockerRuntime:
         """Kept crashed containers (their instances were removed), newest removal first."""
         kept = [a for a in await self._all(service) if c.is_exited(a, self.prefix, self.scope)]
         kept.sort(key=lambda a: str(a.get("Name", "")), reverse=True)  # names end in the time
-        return [c.info_of(attrs, self.prefix, self.scope) for attrs in kept]
+        return [self._info_of(attrs) for attrs in kept]
 
     async def logs(
         self, instance_id: str, *, since: float | None = None, follow: bool = False
@@ -167,6 +172,9 @@ class DockerRuntime:
             instance=instance_id,
         ):
             yield line
+
+    def _info_of(self, attrs: Mapping[str, Any]) -> InstanceInfo:
+        return c.info_of(attrs, self.prefix, self.scope, self._stopped)
 
     # -- starting ------------------------------------------------------------------------------
 
@@ -325,7 +333,7 @@ class DockerRuntime:
             lambda client: client.api.inspect_container(container_id),
             instance=instance_id,
         )
-        return c.info_of(attrs, self.prefix, self.scope)
+        return self._info_of(attrs)
 
     async def _all(
         self, service: str | None, instance_id: str | None = None
