@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from zerodown.errors import InstanceNotFound, RuntimeBackendError
-from zerodown.runtimes.base import InstanceState, Runtime
+from zerodown.runtimes.base import ContainerImage, InstanceState, Runtime
 from zerodown.runtimes.local import LocalRuntime, procinfo
 from zerodown.runtimes.local.supervisor import RestartBackoff, read_supervisor
 
@@ -321,3 +321,10 @@ async def test_logs_yield_history_then_follow_new_lines_until_the_instance_stops
         await asyncio.wait_for(follower, 10)  # ends by itself: the instance stopped
     finally:
         follower.cancel()
+
+
+async def test_an_image_artifact_is_refused_with_what_to_use_instead(runtime: LocalRuntime) -> None:
+    image = ContainerImage("127.0.0.1:5000/web@sha256:" + "a" * 64)
+    with pytest.raises(RuntimeBackendError, match=r"runs release directories.*backend: docker"):
+        await runtime.start(webapp_spec("img", artifact=image))
+    assert await runtime.list() == []
