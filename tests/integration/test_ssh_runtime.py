@@ -11,8 +11,12 @@ import contextlib
 import json
 import os
 import secrets
+import shutil
 import signal
+import socket
 import subprocess
+import sys
+import tempfile
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -20,12 +24,26 @@ from typing import Any
 
 import httpx
 import pytest
-from tests.integration.ssh_fixtures import SshHosts, children_of, ssh_fleet, ssh_hosts
+import yaml
+from tests.integration.ssh_fixtures import (
+    HOST_ADDRESSES,
+    SshHosts,
+    children_of,
+    ssh_fleet,
+    ssh_hosts,
+)
 
+from zerodown.config.loader import load_config
+from zerodown.config.router import BuiltinRouterConfig
+from zerodown.domain.events import DeploymentState
+from zerodown.engine.deployer import Deployer, DeployRequest
 from zerodown.errors import InstanceNotFound, RuntimeBackendError
+from zerodown.loadgen import LoadSpec, run_load
+from zerodown.routers.registry import router_backend
 from zerodown.runtimes.base import InstanceInfo, InstanceSpec, InstanceState, ReleaseDirectory
 from zerodown.runtimes.ssh.connection import SshOptions, SshPool, SshTarget
 from zerodown.runtimes.ssh.runtime import RemoteHost, SshRuntime
+from zerodown.store.sql import open_store
 
 __all__ = ["ssh_fleet", "ssh_hosts"]  # fixtures, used by name
 
@@ -465,3 +483,62 @@ async def test_without_a_key_file_the_ssh_agent_logs_in(
     finally:
         agent.terminate()
         await agent.wait()
+
+
+# -- the engine on the ssh runtime ------------------------------------------------------------
+
+WEBAPP = Path(__file__).resolve().parents[2] / "examples" / "webapp"
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+async def test_a_rolling_deploy_over_three_hosts_fails_no_request(
+    make_runtime: Callable[..., SshRuntime],
+) -> None:
+    """The deployer on the ssh runtime behind the built-in router: v1 on 3 hosts, then v2 under
+    30 closed-loop clients: 0 failed requests, and every host runs v2 after."""
+    # A short path: the router's control socket must fit in sun_path (108 bytes).
+    tmp_path = Path(tempfile.mkdtemp(prefix="zd-sd-", dir="/tmp"))
+    state = tmp_path / "state"
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        listen = [f"127.0.0.1:{probe.getsockname()[1]}"]
+    health = {"path": "/health", "healthy_threshold": 1, "unhealthy_threshold": 2}
+    health.update(interval=0.1, start_interval=0.1, timeout=2, deadline=30)
+    service = {"workdir": str(WEBAPP), "run": f"exec {sys.executable} app.py", "instances": 3}
+    service.update(drain_timeout=5, stop_timeout=5, health=health)
+    data = {
+        "state_dir": "state",
+        "router": {"backend": "builtin", "listen": listen},
+        "services": {"api": service},
+        "environments": {"prod": {"strategy": {}}},
+    }
+    (tmp_path / "zerodown.yml").write_text(yaml.safe_dump(data))
+    loaded = load_config(tmp_path / "zerodown.yml", environ={})
+    backend = router_backend(BuiltinRouterConfig(listen=listen))
+    router = await backend.open(state, listen)
+    store = open_store(f"sqlite:///{state / 'history.db'}")
+    runtime = make_runtime()
+    try:
+        deployer = Deployer(loaded, runtime=runtime, router=router, store=store)
+        first = await deployer.deploy(DeployRequest("api", "prod", "v1", "test"))
+        assert first.state is DeploymentState.SUCCEEDED, first.reason
+        assert sorted(i.host for i in await runtime.list("api")) == list(HOST_ADDRESSES)
+        stop = asyncio.Event()
+        spec = LoadSpec(url=f"http://{listen[0]}", connections=30, max_seconds=60, timeout=15)
+        load = asyncio.ensure_future(run_load(spec, stop))
+        try:
+            second = await deployer.deploy(DeployRequest("api", "prod", "v2", "test"))
+        finally:
+            stop.set()
+            report = await load
+        assert second.state is DeploymentState.SUCCEEDED, second.reason
+        assert report.sent > 100
+        assert report.failed == 0, report.failures.most_common(3)
+        assert set(report.versions) == {"v1", "v2"}
+        running = [(i.host, i.revision) for i in await runtime.list("api") if i.state == "running"]
+        assert sorted(running) == [(address, "v2") for address in HOST_ADDRESSES]
+    finally:
+        await backend.stop(state)
+        await store.close()
+        shutil.rmtree(tmp_path, ignore_errors=True)
