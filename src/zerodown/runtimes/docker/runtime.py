@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import builtins
-import socket
-import threading
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
@@ -30,11 +28,10 @@ from zerodown.runtimes.base import (
 from zerodown.runtimes.docker import containers as c
 from zerodown.runtimes.docker.api import DockerApi
 from zerodown.runtimes.docker.logstream import container_lines
+from zerodown.runtimes.ports import RESERVATIONS
 from zerodown.secrets.masking import SECRET_NAMES_ENV, SecretMasker
 
 KEPT_EXITED = 5  # crashed containers kept per service after their instance was removed
-_ports_lock = threading.Lock()
-_reserved_ports: set[tuple[str, int]] = set()  # chosen, not yet seen in a container's labels
 
 
 class DockerRuntime:
@@ -67,7 +64,7 @@ class DockerRuntime:
         await self._ensure_image(image.reference)
         host = self.settings.publish_host if self.settings.network == "bridge" else "127.0.0.1"
         taken = {info.port for info in await self.list()}
-        port = await asyncio.to_thread(self._allocate_port, host, taken)
+        port = await asyncio.to_thread(RESERVATIONS.allocate, host, lambda: taken)
         try:
             container_id = await self.api.call(
                 f"start {spec.instance_id}",
@@ -75,7 +72,7 @@ class DockerRuntime:
                 instance=spec.instance_id,
             )
         finally:
-            _release_port(host, port)
+            RESERVATIONS.release(host, port)  # the container's labels hold it now
         return await self._info(container_id, spec.instance_id)
 
     async def stop(self, instance_id: str, *, timeout: float | None = None) -> InstanceInfo:
@@ -282,25 +279,6 @@ class DockerRuntime:
 
         await self.api.call(f"start {instance_id}", clear, instance=instance_id)
 
-    def _allocate_port(self, host: str, taken: set[int]) -> int:
-        """A port free on `host` now, not another container's, not promised to a start."""
-        with _ports_lock:
-            for _ in range(50):
-                family = socket.AF_INET6 if ":" in host else socket.AF_INET
-                with socket.socket(family, socket.SOCK_STREAM) as probe:
-                    try:
-                        probe.bind((host, 0))
-                    except OSError as exc:
-                        raise RuntimeBackendError(
-                            f"cannot bind on {host!r} to publish a container port: {exc}; "
-                            "check `runtime.publish_host`"
-                        ) from exc
-                    port: int = probe.getsockname()[1]
-                if port not in taken and (host, port) not in _reserved_ports:
-                    _reserved_ports.add((host, port))
-                    return port
-        raise RuntimeBackendError(f"no free port found on {host!r} after 50 attempts")
-
     # -- reading -------------------------------------------------------------------------------
 
     async def _inspect(self, instance_id: str) -> Mapping[str, Any]:
@@ -384,9 +362,3 @@ def _masker(attrs: Mapping[str, Any]) -> SecretMasker:
     env = c.environment_of(attrs)
     names = [n for n in env.get(SECRET_NAMES_ENV, "").split(",") if n]
     return SecretMasker(env[name] for name in names if name in env)
-
-
-def _release_port(host: str, port: int) -> None:
-    """Forget the reservation: the container's labels now hold the port (or it never started)."""
-    with _ports_lock:
-        _reserved_ports.discard((host, port))

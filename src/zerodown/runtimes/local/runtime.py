@@ -16,10 +16,8 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import asdict
@@ -69,6 +67,7 @@ from zerodown.runtimes.local.logfile import DEFAULT_BACKUPS, DEFAULT_MAX_BYTES, 
 from zerodown.runtimes.local.logreader import output_lines
 from zerodown.runtimes.local.procinfo import ProcessIdentity
 from zerodown.runtimes.local.supervisor import APP_ENV_PREFIX, wait_until
+from zerodown.runtimes.ports import RESERVATIONS
 
 _INSTANCE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 _POLL_INTERVAL = 0.02
@@ -77,11 +76,6 @@ _KILL_WAIT = 5.0  # how long a SIGKILLed process may take to vanish before we ca
 _OUTPUT_SETTLE = 3.0
 
 log = logging.getLogger(__name__)
-
-# Ports handed out by this process and not yet released: binding port 0 and closing the socket
-# does not reserve anything, so two quick starts could otherwise get the same port.
-_reserved_ports: set[tuple[str, int]] = set()
-_ports_lock = threading.Lock()
 
 # Supervisors this process launched, by instance dir: kept only to reap them (no zombies) and to
 # notice one that dies during start. Module-wide so a discarded LocalRuntime leaves none unreaped;
@@ -125,7 +119,7 @@ class LocalRuntime:
         await asyncio.to_thread(self._prepare_dir, instance_dir)
         port = spec.port
         if port is None:
-            port = await asyncio.to_thread(self._allocate_port, self.host)
+            port = await asyncio.to_thread(RESERVATIONS.allocate, self.host, self._recorded_ports)
         try:
             record = SpecRecord.from_spec(
                 spec,
@@ -141,7 +135,7 @@ class LocalRuntime:
             await self._wait_until_spawned(instance_dir, proc)
         except BaseException:
             if spec.port is None:
-                _release_port(self.host, port)
+                RESERVATIONS.release(self.host, port)
             raise
         return await self.inspect(spec.instance_id)
 
@@ -165,7 +159,7 @@ class LocalRuntime:
                     break
             await asyncio.sleep(_POLL_INTERVAL)  # an adopter holds it: stop through it once up
         _reap_children()
-        _release_port(record.host, record.port)
+        RESERVATIONS.release(record.host, record.port)
         return await self.inspect(instance_id)
 
     async def inspect(self, instance_id: str) -> InstanceInfo:
@@ -302,26 +296,6 @@ class LocalRuntime:
                 (instance_dir / name).unlink(missing_ok=True)
         instance_dir.mkdir(mode=0o700, exist_ok=True)
         os.chmod(instance_dir, 0o700)
-
-    def _allocate_port(self, host: str) -> int:
-        """A port free on `host` right now and not promised to any other instance we know."""
-        with _ports_lock:  # starts run this in worker threads, possibly two at once
-            return self._allocate_port_locked(host)
-
-    def _allocate_port_locked(self, host: str) -> int:
-        taken = {port for _, port in _reserved_ports} | self._recorded_ports()
-        for _ in range(50):
-            family = socket.AF_INET6 if ":" in host else socket.AF_INET
-            with socket.socket(family, socket.SOCK_STREAM) as probe:
-                try:
-                    probe.bind((host, 0))
-                except OSError as exc:
-                    raise RuntimeBackendError(f"cannot bind on host {host!r}: {exc}") from exc
-                port: int = probe.getsockname()[1]
-            if port not in taken:
-                _reserved_ports.add((host, port))
-                return port
-        raise RuntimeBackendError(f"no free port found on {host!r} after 50 attempts")
 
     def _recorded_ports(self) -> set[int]:
         ports: set[int] = set()
@@ -514,12 +488,6 @@ def _derive_state(
         return recorded
     # Neither supervisor nor app runs and nobody recorded why: killed, or the machine rebooted.
     return InstanceState.FAILED
-
-
-def _release_port(host: str, port: int) -> None:
-    """Forget the reservation of `port` (its instance stopped or never started)."""
-    with _ports_lock:
-        _reserved_ports.discard((host, port))
 
 
 def _reap_children() -> None:
