@@ -12,7 +12,7 @@ import re
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Literal, Protocol, runtime_checkable
+from typing import ClassVar, Literal, Protocol, runtime_checkable
 
 from zerodown.errors import ConfigError
 
@@ -35,7 +35,7 @@ class ReleaseDirectory:
     command: str
     workdir: str
 
-    kind = ArtifactKind.DIRECTORY
+    kind: ClassVar[ArtifactKind] = ArtifactKind.DIRECTORY
 
 
 @dataclass(frozen=True)
@@ -48,7 +48,7 @@ class ContainerImage:
     reference: str
     command: str | None = None
 
-    kind = ArtifactKind.IMAGE
+    kind: ClassVar[ArtifactKind] = ArtifactKind.IMAGE
 
     def __post_init__(self) -> None:
         if not _PINNED_REFERENCE.fullmatch(self.reference):
