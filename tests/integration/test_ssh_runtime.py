@@ -542,3 +542,16 @@ async def test_a_rolling_deploy_over_three_hosts_fails_no_request(
         await backend.stop(state)
         await store.close()
         shutil.rmtree(tmp_path, ignore_errors=True)
+
+
+async def test_commands_past_their_timeout_leave_no_session_open(
+    pool: SshPool, ssh_fleet: SshHosts
+) -> None:
+    """Eleven timed-out commands in a row (sshd allows 10 sessions per connection) leave the
+    connection usable: each one's channel is closed, and its remote command ends."""
+    host = ssh_fleet.hosts[1]
+    target = SshTarget(host.address, host.port)
+    for _ in range(11):
+        with pytest.raises(RuntimeBackendError, match="timeout"):
+            await pool.run(target, "sleep 30", timeout=0.2)
+    assert (await pool.run(target, "echo still-open")).stdout == "still-open\n"

@@ -26,6 +26,9 @@ if TYPE_CHECKING:
 # with one more for a long-lived process (`open_process`, the runtime's agent).
 MAX_CHANNELS = 8
 _SHOWN_COMMAND = 60  # characters of a command quoted in an error
+_KILL_AFTER = 2.0  # after the deadline's SIGTERM, the host's SIGKILL follows this much later
+_ROUND_TRIP = 5.0  # how much later than the host's deadline we give up waiting ourselves
+_TIMED_OUT = (124, 137)  # timeout(1)'s exit codes: TERM was sent; KILL was needed
 
 
 @dataclass(frozen=True)
@@ -157,17 +160,24 @@ class SshConnection:
         import asyncssh
 
         limit = self.options.command_timeout if timeout is None else timeout
+        late = RuntimeBackendError(
+            f"host {self.target.name}: `{_shown(command)}` ran past its {limit:g}s timeout "
+            "(runtime.command_timeout)"
+        )
+        # The host ends the command at the deadline itself (coreutils' timeout): sshd counts a
+        # session (10 per connection) until its command exits, and for a root login it ignores
+        # signal requests, so closing our end of the channel alone would leak the session.
+        wrapped = f"timeout -k {_KILL_AFTER:g} {limit:g} /bin/sh -c {shlex.quote(command)}"
         async with self._channels:
             try:
-                async with asyncio.timeout(limit):
-                    done = await self._conn.run(command, input=input, check=False)
+                async with asyncio.timeout(limit + _KILL_AFTER + _ROUND_TRIP):
+                    done = await self._conn.run(wrapped, input=input, check=False)
             except TimeoutError as exc:
-                raise RuntimeBackendError(
-                    f"host {self.target.name}: `{_shown(command)}` ran past its {limit:g}s "
-                    "timeout (runtime.command_timeout)"
-                ) from exc
+                raise late from exc
             except (asyncssh.Error, OSError) as exc:
                 raise translate_error(self.target, self.options, exc) from exc
+        if done.exit_status in _TIMED_OUT:
+            raise late
         result = CommandResult(
             exit_status=done.exit_status if done.exit_status is not None else -1,
             stdout=_text(done.stdout),
