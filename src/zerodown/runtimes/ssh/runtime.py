@@ -9,8 +9,8 @@ the same hosts finds every instance again by listing them. The host side stays u
 per host (`agent`), so an operation is one round trip.
 
 `instances: N` are spread over the hosts: each start goes to the host running the fewest
-instances of that service. An instance listens on its host's address (given in $HOST), which
-is what `InstanceInfo.host` says, so probes and the router reach it there.
+instances of that revision, then of that service. An instance listens on its host's address
+(given in $HOST), which is what `InstanceInfo.host` says, so probes and the router reach it.
 """
 
 from __future__ import annotations
@@ -94,6 +94,7 @@ class _Placed:
 
     host: RemoteHost
     service: str
+    revision: str
     active: bool
 
 
@@ -251,21 +252,28 @@ class SshRuntime:
     # -- placement ----------------------------------------------------------------------------
 
     async def _place(self, spec: InstanceSpec) -> RemoteHost:
-        """The host running the fewest instances of the service (the first such, in order)."""
+        """The host running the fewest instances of the revision, then of the service (the
+        first such, in order): a rolling deploy puts its new revision on every host, whichever
+        old instance it stopped first."""
         if not self._listed:
             await self.list()  # after a restart: count what already runs before adding
         if spec.instance_id in self._placed and self._placed[spec.instance_id].active:
             return self._placed[spec.instance_id].host  # the runtime there refuses it, by name
-        load = {host.address: 0 for host in self.hosts}
+        same_revision = {host.address: 0 for host in self.hosts}
+        same_service = dict(same_revision)
         for placed in self._placed.values():
             if placed.active and placed.service == spec.service:
-                load[placed.host.address] = load.get(placed.host.address, 0) + 1
-        host = min(self.hosts, key=lambda h: load[h.address])
-        self._placed[spec.instance_id] = _Placed(host, spec.service, active=True)  # reserved
+                address = placed.host.address
+                same_service[address] = same_service.get(address, 0) + 1
+                if placed.revision == spec.revision:
+                    same_revision[address] = same_revision.get(address, 0) + 1
+        host = min(self.hosts, key=lambda h: (same_revision[h.address], same_service[h.address]))
+        self._placed[spec.instance_id] = _Placed(host, spec.service, spec.revision, active=True)
         return host
 
     def _remember(self, host: RemoteHost, info: InstanceInfo) -> None:
-        self._placed[info.instance_id] = _Placed(host, info.service, info.state not in _ENDED)
+        active = info.state not in _ENDED
+        self._placed[info.instance_id] = _Placed(host, info.service, info.revision, active)
 
     async def _locate(self, instance_id: str, *, exited: bool = False) -> RemoteHost:
         """The host that has the instance (asking every host if this control plane is new)."""
