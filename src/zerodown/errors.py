@@ -17,6 +17,7 @@
     ├── VerificationFailed       a post-deploy check (smoke, dependency, log scan) failed
     ├── SecretsError             a secret store failed (the message never holds a value)
     ├── ImageRegistryError       a container registry refused or could not be reached
+    ├── PlatformError            a managed platform (ECS) refused, failed or rolled back
     ├── NotificationFailed       a notifier could not deliver (never fails a deployment)
     ├── PipelineError            a pipeline run could not go on (a gate refused, a job failed)
     │   └── PipelineDefinitionError  the `pipeline:` jobs are not a valid DAG: exit code 2
@@ -126,6 +127,10 @@ class SecretsError(ZerodownError):
 
 class ImageRegistryError(ZerodownError):
     """A container image registry (plain v2 API or ECR) refused a call or could not be reached."""
+
+
+class PlatformError(ZerodownError):
+    """A managed platform (ECS) refused a call, could not be reached, or its rollout failed."""
 
 
 class PipelineError(ZerodownError):

@@ -23,6 +23,7 @@ from zerodown.config.alarms import AlarmList, LogMetricList
 from zerodown.config.images import BuildConfig
 from zerodown.config.notifications import NotificationsConfig
 from zerodown.config.pipeline import PipelineConfig
+from zerodown.config.platform import PlatformConfig
 from zerodown.config.progressive import AnalysisConfig, CanaryStep, check_steps, default_steps
 from zerodown.config.router import BuiltinRouterConfig, RouterConfig, listen_schema
 from zerodown.config.routes import (
@@ -185,6 +186,12 @@ class ServiceConfig(_Model):
         "(`build: {image: {preset: fastapi, registry: ...}}`).",
     )
     build_timeout: Duration = Field(600.0, description="The build fails after this long.")
+    platform: PlatformConfig | None = Field(
+        None,
+        description="Where the service runs when a managed platform runs the rollout "
+        "(`platform: {kind: ecs, cluster, service, container}`); default: zerodown's runtime "
+        "and router.",
+    )
     keep_releases: int = Field(
         5,
         ge=1,
@@ -224,7 +231,8 @@ class ServiceConfig(_Model):
     @classmethod
     def _run(cls, value: str | None, info: ValidationInfo) -> str | None:
         build = info.data.get("build")  # validated before `run` (declared before it)
-        if value is None and (build is None or build.image is None):
+        managed = info.data.get("platform") is not None  # the platform runs the image
+        if value is None and not managed and (build is None or build.image is None):
             raise PydanticCustomError("missing", "a service without an image needs `run:`")
         if value is not None and not value.strip():
             raise ValueError("must be a command that starts one instance, e.g. python app.py")

@@ -21,6 +21,7 @@ from typing import Any, Protocol
 from zerodown.clock import Clock, SystemClock
 from zerodown.config.loader import LoadedConfig
 from zerodown.config.model import EnvironmentConfig, ServiceConfig, StrategyConfig
+from zerodown.config.platform import PlatformConfig
 from zerodown.domain.events import DeploymentObserver, DeploymentState, EventKind
 from zerodown.domain.records import DeploymentRecord
 from zerodown.engine.commands import inbox_for
@@ -39,6 +40,8 @@ from zerodown.engine.strategies import StrategyContext, strategy_for
 from zerodown.errors import BuildFailed, ConfigError, DeploymentAborted, LockHeld, ZerodownError
 from zerodown.health.checks import Prober
 from zerodown.metrics.source import MetricsSource, metrics_source
+from zerodown.platforms.base import Platform
+from zerodown.platforms.engine import EnginePlatform
 from zerodown.refs import REF_LABEL, given_ref
 from zerodown.revisions import commit_info, prepare_release, resolve_revision
 from zerodown.routers.base import Router
@@ -49,6 +52,12 @@ from zerodown.store.locking import process_start_ticks, this_process_holder
 log = logging.getLogger(__name__)
 
 LOCK_POLL = 0.2  # how often a deploy that waits for the lock asks again
+
+
+class PlatformOpener(Protocol):
+    """`zerodown.platforms.registry.open_platform`'s signature (a seam for tests)."""
+
+    def __call__(self, settings: PlatformConfig, environment: str, *, clock: Clock) -> Platform: ...
 
 
 class ReleasePreparer(Protocol):
@@ -97,8 +106,10 @@ class Deployer:
         verifiers: Sequence[Verifier] = (),
         masker: Masker | None = None,
         metrics: MetricsSource | None = None,
+        platforms: PlatformOpener | None = None,
     ) -> None:
         self.loaded = loaded
+        self._open_platform = platforms
         # Canary analysis reads these; by default the router's own measurements.
         self.metrics: MetricsSource = metrics or metrics_source(router)
         self.env_sources = list(env_sources)
@@ -132,6 +143,17 @@ class Deployer:
                 f"no environment {environment!r} in {self.loaded.path}: known: {known}"
             )
         return config.services[service], config.environments[environment]
+
+    def platform(self, service: ServiceConfig, environment: str, strategy: Any) -> Platform:
+        """Who runs the rollout: the service's `platform:` (ECS), else zerodown's engine."""
+        if service.platform is None:
+            return EnginePlatform(lambda run: self._replace(run, strategy))
+        opener = self._open_platform
+        if opener is None:
+            from zerodown.platforms.registry import open_platform
+
+            opener = open_platform
+        return opener(service.platform, environment, clock=self.clock)
 
     def open_run(
         self, record: DeploymentRecord, service: ServiceConfig, environment: EnvironmentConfig
@@ -224,7 +246,7 @@ class Deployer:
         """
         service, environment = self.lookup(request.service, request.environment)
         check_plan(environment.strategy, service.instances)
-        strategy = strategy_for(environment.strategy)
+        platform = self.platform(service, request.environment, strategy_for(environment.strategy))
         revision, message, commit_time = await self._resolve(service, request.revision)
         record = self._new_record(request, revision, message, commit_time, environment.strategy)
         # The lock comes before the record: a deployment that never got it never existed.
@@ -240,7 +262,7 @@ class Deployer:
                 if request.warning:
                     warning = request.warning
                     await run.emit(EventKind.DECISION, warning, {"warning": warning})
-                await self._execute(run, strategy)
+                await self._execute(run, platform)
             finally:
                 # released as soon as it ended: slow observers must not hold the next deploy
                 await self.store.release_lock(record.service, record.environment, record.id)
@@ -250,13 +272,13 @@ class Deployer:
 
     # -- the steps ----------------------------------------------------------------------------
 
-    async def _execute(self, run: DeploymentRun, strategy: Any) -> None:
+    async def _execute(self, run: DeploymentRun, platform: Platform) -> None:
         abort, why = self._aborts[run.record.id] = (asyncio.Event(), [])
         if self._closing is not None:  # aborted while it waited for its lock
             why.append(self._closing)
             abort.set()
         await run.transition(DeploymentState.IN_PROGRESS, started_at=self.clock.time())
-        work = asyncio.ensure_future(self._replace(run, strategy))
+        work = asyncio.ensure_future(platform.roll_out(run))
         aborted = asyncio.ensure_future(abort.wait())
         guards = {asyncio.ensure_future(guard.watch(run.context())) for guard in self.guards}
         try:
@@ -285,7 +307,7 @@ class Deployer:
                 raise
             if not isinstance(exc, asyncio.CancelledError | ZerodownError):
                 log.exception("deployment %s failed unexpectedly", run.record.id)
-            interrupted = await run_shielded(run.fail(describe_failure(exc)))
+            interrupted = await run_shielded(platform.fail(run, describe_failure(exc), exc))
             if isinstance(exc, asyncio.CancelledError) or interrupted:
                 raise asyncio.CancelledError() from None
             return
