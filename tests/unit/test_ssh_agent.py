@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import AsyncIterator
 from typing import Any, cast
 
 import pytest
 
 from zerodown.errors import InstanceNotFound, RuntimeBackendError
+from zerodown.runtimes.ssh import remote
 from zerodown.runtimes.ssh.agent import HostAgent
 
 
@@ -88,3 +90,58 @@ async def test_a_channel_that_ends_fails_what_waits_and_what_comes_next() -> Non
     assert agent.closed
     with pytest.raises(RuntimeBackendError, match="agent stopped"):
         await agent.call({"op": "list"}, timeout=5)
+
+
+async def test_a_reader_that_stops_early_cancels_the_follower_on_the_host() -> None:
+    """Breaking out of a followed log stream sends `cancel` for it (else the host would keep
+    streaming that instance's output over the channel until the instance is gone)."""
+    channel = FakeChannel()
+    agent = agent_over(channel)
+    lines = agent.stream({"op": "logs", "follow": True})
+    reading = asyncio.create_task(anext(lines))
+    await asyncio.sleep(0)
+    number = channel.sent[0]["id"]
+    channel.answer({"id": number, "line": "first"})
+    assert await reading == "first"
+    await lines.aclose()
+    assert channel.sent[-1]["op"] == "cancel"
+    assert channel.sent[-1]["request"] == number
+    await agent.close()
+
+
+class EndlessLogs:
+    """A runtime whose `logs` yields until cancelled, and says when it was."""
+
+    def __init__(self) -> None:
+        self.started = asyncio.Event()
+        self.cancelled = asyncio.Event()
+
+    async def logs(self, instance_id: str, **_: Any) -> AsyncIterator[str]:
+        self.started.set()
+        try:
+            while True:
+                yield "tick"
+                await asyncio.sleep(0.01)
+        finally:
+            self.cancelled.set()
+
+
+async def test_the_host_side_stops_a_follower_on_cancel_while_it_serves_on(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """remote.Agent: `cancel` ends that follower at once, before stdin ends."""
+    runtime = EndlessLogs()
+    agent = remote.Agent()
+    monkeypatch.setattr(agent, "_runtime", lambda request: runtime)
+    reader = asyncio.StreamReader()
+    serving = asyncio.create_task(agent.serve(reader))
+    follow = {"op": "logs", "id": 7, "instance_id": "a", "since": None, "follow": True}
+    reader.feed_data((json.dumps(follow) + "\n").encode())
+    await asyncio.wait_for(runtime.started.wait(), 5)
+    reader.feed_data((json.dumps({"op": "cancel", "id": 8, "request": 7}) + "\n").encode())
+    await asyncio.wait_for(runtime.cancelled.wait(), 5)
+    assert not serving.done()
+    reader.feed_eof()
+    await asyncio.wait_for(serving, 5)
+    sent = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert sent and all(message == {"id": 7, "line": "tick"} for message in sent)

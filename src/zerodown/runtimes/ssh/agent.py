@@ -79,18 +79,23 @@ class HostAgent:
         number = next(self._ids)
         queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self._streams[number] = queue
+        ended = False
         try:
             self._send(number, request)
             while True:
                 message = await queue.get()
                 if "line" in message:
                     yield str(message["line"])
-                elif "error" in message:
+                    continue
+                ended = True
+                if "error" in message:
                     raise remote_error(self.host, message)
-                else:
-                    return
+                return
         finally:
             self._streams.pop(number, None)
+            if not ended and self._ended is None:  # the caller stopped reading: stop the host too
+                with contextlib.suppress(RuntimeBackendError):
+                    self._send(next(self._ids), {"op": "cancel", "request": number})
 
     async def close(self) -> None:
         """End the agent (its stdin closes; requests under way finish there)."""

@@ -6,7 +6,8 @@ It stays up for as long as its SSH channel: the control plane writes requests as
 its stdin (so secrets in an instance's env never appear in a command line, which `ps` shows,
 nor on the host's disk), each `{"id": n, "op": ..., ...}`, and it answers each, in any order,
 as `{"id": n, "ok": ...}` or `{"id": n, "error": sentence, "kind": class name}`; `logs` sends
-`{"id": n, "line": ...}` per output line, then `{"id": n, "end": true}`. When stdin ends (the
+`{"id": n, "line": ...}` per output line, then `{"id": n, "end": true}` (`{"op": "cancel",
+"request": n}` stops a followed one early). When stdin ends (the
 control plane left or its connection dropped) it exits; the instances' supervisors stay.
 
 Each operation is `LocalRuntime`'s over `<root>/runtime`, with the host's address as the
@@ -143,7 +144,7 @@ class Agent:
     def __init__(self) -> None:
         self._runtimes: dict[tuple[str, str], LocalRuntime] = {}
         self._requests: set[asyncio.Task[None]] = set()
-        self._followers: set[asyncio.Task[None]] = set()
+        self._followers: dict[int, asyncio.Task[None]] = {}  # request id -> its follower
 
     def _runtime(self, request: dict[str, Any]) -> LocalRuntime:
         # One LocalRuntime per root and address: it reaps the supervisors it launched and
@@ -157,15 +158,29 @@ class Agent:
         """Handle request lines until EOF (the SSH channel closed: the control plane left)."""
         while line := await reader.readline():
             request = json.loads(line)
-            follows = request["op"] == "logs" and request.get("follow")
+            if request["op"] == "cancel":  # the reader of a followed log stopped reading
+                follower = self._followers.pop(request["request"], None)
+                if follower is not None:
+                    follower.cancel()
+                continue
             task = asyncio.create_task(self._handle(request))
-            tasks = self._followers if follows else self._requests
-            tasks.add(task)
-            task.add_done_callback(tasks.discard)
-        for task in self._followers:  # nobody reads them any more
+            if request["op"] == "logs" and request.get("follow"):
+                self._follow(request["id"], task)
+            else:
+                self._requests.add(task)
+                task.add_done_callback(self._requests.discard)
+        for task in list(self._followers.values()):  # nobody reads them any more
             task.cancel()
         if self._requests:  # a start halfway through finishes: its supervisor is detached
             await asyncio.wait(self._requests, timeout=_FINISH_ON_EOF)
+
+    def _follow(self, number: int, task: asyncio.Task[None]) -> None:
+        self._followers[number] = task
+
+        def forget(_: asyncio.Task[None]) -> None:
+            self._followers.pop(number, None)
+
+        task.add_done_callback(forget)
 
     async def _handle(self, request: dict[str, Any]) -> None:
         number = request["id"]
