@@ -315,7 +315,8 @@ async def managed_haproxy(workdir: Path, upstream_port: int) -> AsyncIterator[Ma
     root = workdir / "managed"
     root.mkdir(exist_ok=True)
     path = root / "zerodown.yml"
-    path.write_text(yaml.safe_dump(managed_config(free_port())))
+    port = free_port()  # HAProxy's first listen address may be another one: a reused state dir
+    path.write_text(yaml.safe_dump(managed_config(port)))
     loaded = load_config(path, environ={})
     plane = await ControlPlane.open(loaded, recover=False)
     try:
@@ -329,7 +330,7 @@ async def managed_haproxy(workdir: Path, upstream_port: int) -> AsyncIterator[Ma
         backend = router_backend(loaded.config.router)
         processes = await backend.describe(loaded.state_dir)
         master = next(int(p["pid"]) for p in processes if p["role"] == "master")
-        server = Server("haproxy-managed", _listen_port(processes[0]), master)
+        server = Server("haproxy-managed", port, master)
         yield ManagedHaproxy(server, backend, loaded.state_dir)
     finally:
         await plane.stop_everything()
