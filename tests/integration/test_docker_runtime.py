@@ -27,11 +27,16 @@ from tests.integration.container_fixtures import (
     webapp_image,
 )
 
+from zerodown.alarms.logwatch import InstanceLogWatch
+from zerodown.clock import SystemClock
 from zerodown.config.runtime import DockerRuntimeConfig
+from zerodown.config.verify import LogScanConfig
 from zerodown.errors import InstanceNotFound, RuntimeBackendError
+from zerodown.metrics.logfilters import ERROR_LINES
 from zerodown.runtimes.base import ContainerImage, InstanceSpec, InstanceState, ReleaseDirectory
 from zerodown.runtimes.docker.runtime import DockerRuntime
 from zerodown.runtimes.registry import open_runtime
+from zerodown.verify.logscan import scan_logs
 
 __all__ = ["local_registry", "podman_api", "python_image", "webapp_image"]  # fixtures used here
 
@@ -296,3 +301,48 @@ async def test_zerodown_logs_follows_a_container_through_the_runtime(
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
+
+
+async def test_the_log_scan_and_the_alarms_log_watch_read_a_containers_output(
+    runtime: DockerRuntime, webapp_image: PushedImage, podman_api: PodmanApi
+) -> None:
+    """Verification and alarms on containers: the log scan counts what the container wrote
+    since the deployment started, the alarms' watch only what it writes while watched."""
+    trigger = "/tmp/go"
+    command = (
+        "echo 'ERROR before'; "
+        f"while [ ! -e {trigger} ]; do sleep 0.1; done; "
+        "echo 'ERROR after one'; echo 'ERROR after two'; exec sleep 1000"
+    )
+    info = await runtime.start(spec("errs", webapp_image, command=command))
+
+    async def said_before() -> bool:
+        return await runtime.output_tail("errs", 5) == ["ERROR before"]
+
+    await until(said_before)
+    watch = InstanceLogWatch(runtime, [ERROR_LINES])
+    try:
+        assert watch.poll([info]) == {"error_lines": 0}  # starts following
+        with podman_api.client() as client:
+            client.containers.get(f"zerodown-{runtime.scope}-errs").exec_run(["touch", trigger])
+
+        async def written() -> bool:
+            return len(await runtime.output_tail("errs", 5)) == 3
+
+        await until(written)
+        counted = 0
+
+        async def watched() -> bool:
+            nonlocal counted
+            counted += watch.poll([info])["error_lines"]
+            return counted >= 2
+
+        await until(watched, timeout=10)
+        assert counted == 2  # "ERROR before" was written before the watch began
+    finally:
+        await watch.close()
+    config = LogScanConfig.model_validate(
+        {"window": 0, "filters": [{"preset": "error-lines", "max": 1}]}
+    )
+    [result] = await scan_logs(config, runtime, [info], since=None, clock=SystemClock())
+    assert not result.ok and result.numbers["count"] == 3
