@@ -555,3 +555,17 @@ async def test_commands_past_their_timeout_leave_no_session_open(
         with pytest.raises(RuntimeBackendError, match="timeout"):
             await pool.run(target, "sleep 30", timeout=0.2)
     assert (await pool.run(target, "echo still-open")).stdout == "still-open\n"
+
+
+async def test_instances_started_at_once_get_distinct_ports_and_all_serve(
+    make_runtime: Callable[..., SshRuntime], release: Path
+) -> None:
+    """Six starts at once (two per host, as a batch does) run in parallel on each host's agent:
+    six distinct addresses, each serving its own instance."""
+    runtime = make_runtime()
+    await runtime.list()  # connect and prepare the hosts first: the starts are what overlap
+    infos = await asyncio.gather(*(runtime.start(spec(f"web-p{n}", release)) for n in range(6)))
+    assert len({info.address for info in infos}) == 6
+    assert sorted(info.host for info in infos) == sorted(HOST_ADDRESSES * 2)
+    bodies = await asyncio.gather(*(get(info) for info in infos))
+    assert [body["instance"] for body in bodies] == [info.instance_id for info in infos]
