@@ -569,3 +569,31 @@ async def test_instances_started_at_once_get_distinct_ports_and_all_serve(
     assert sorted(info.host for info in infos) == sorted(HOST_ADDRESSES * 2)
     bodies = await asyncio.gather(*(get(info) for info in infos))
     assert [body["instance"] for body in bodies] == [info.instance_id for info in infos]
+
+
+async def test_a_host_that_never_answers_fails_within_connect_timeout(
+    ssh_fleet: SshHosts,
+) -> None:
+    """A port that accepts but never speaks SSH: the connection fails after connect_timeout
+    (0.5 s here), naming the host and the setting."""
+    accepted: list[asyncio.StreamWriter] = []
+
+    async def hold(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.append(writer)  # keep it open and say nothing
+
+    server = await asyncio.start_server(hold, "127.0.0.5", 0)
+    port = server.sockets[0].getsockname()[1]
+    silent = SshPool(options_for(ssh_fleet, connect_timeout=0.5))
+    try:
+        started = time.monotonic()
+        with pytest.raises(RuntimeBackendError) as caught:
+            await silent.run(SshTarget("127.0.0.5", port), "true")
+        assert time.monotonic() - started < 5
+    finally:
+        await silent.close()
+        for writer in accepted:
+            writer.close()
+        server.close()
+        await server.wait_closed()
+    assert str(caught.value).startswith(f"host 127.0.0.5:{port} did not answer SSH within 0.5s")
+    assert "runtime.connect_timeout" in str(caught.value)
