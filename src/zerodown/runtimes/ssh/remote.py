@@ -118,6 +118,8 @@ async def _answer(request: dict[str, Any], runtime: LocalRuntime) -> Any:
         )
     if op == "adopt_orphans":
         return await runtime.adopt_orphans()
+    if op == "has_release":
+        return (Path(request["root"]) / RELEASES_DIR / request["release"]).is_dir()
     if op == "extract":
         root = Path(request["root"]) / RELEASES_DIR
         await asyncio.to_thread(
