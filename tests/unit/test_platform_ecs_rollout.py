@@ -260,7 +260,7 @@ async def test_circuit_breaker_ends_rolled_back_naming_it_with_the_service_on_n(
     h = EcsHarness(tmp_path, "circuit_breaker")
     record = await h.deploy()
     assert record.state is DeploymentState.ROLLED_BACK
-    assert "circuit breaker" in (record.reason or "")
+    assert (record.reason or "").startswith(f"ECS deployment {OURS} failed: ECS deployment circ")
     assert "tasks failed to start" in (record.reason or "")
     assert "rolled back to gaekdam-ai:3 (trigger: circuit breaker)" in (record.reason or "")
     updates = [p["taskDefinition"] for _, p in h.ecs.ops("update_service")]
@@ -300,7 +300,7 @@ async def test_stuck_in_progress_times_out_at_the_derived_timeout_and_rolls_back
     record = await h.deploy()
     waited = h.clock.monotonic() - started
     assert record.state is DeploymentState.ROLLED_BACK
-    assert "did not complete within 300 s" in (record.reason or "")
+    assert (record.reason or "").startswith(f"ECS deployment {OURS} did not complete within 300 s")
     assert "(trigger: timeout)" in (record.reason or "")
     assert 300.0 <= waited <= 310.0
     assert [p["taskDefinition"] for _, p in h.ecs.ops("update_service")] == [f"{FAMILY}:4", OLD]

@@ -71,12 +71,22 @@ class EcsPlatform:
             on_throttled=self._on_throttled,
         )
         self._run: DeploymentRun | None = None
+        self.failure: PlatformError | None = None
 
     # -- the Platform seam ----------------------------------------------------------------------
 
     async def roll_out(self, run: DeploymentRun) -> None:
         """Register (or, for a `zerodown rollback`, look up) the revision, update the service,
         follow our deployment until it completes."""
+        try:
+            await self._roll_out(run)
+        except PlatformError as exc:
+            if type(exc) is PlatformError:
+                raise
+            self.failure = exc  # what ended it (a RolloutFailed names its trigger)
+            raise PlatformError(str(exc)) from exc  # the error tree's own type, for the record
+
+    async def _roll_out(self, run: DeploymentRun) -> None:
         self._run = run
         service = await self.follower.describe()
         self.running_arn = str(service["taskDefinition"])
@@ -129,6 +139,8 @@ class EcsPlatform:
     async def fail(self, run: DeploymentRun, reason: str, cause: BaseException) -> None:
         """Put the service back on the recorded task definition (unless nothing was changed, or
         auto_rollback is off and ECS did not roll back itself); the record names the trigger."""
+        if isinstance(cause, PlatformError) and self.failure is not None:
+            cause = self.failure
         trigger = trigger_of(cause)
         by_ecs = isinstance(cause, RolloutFailed) and cause.rolled_back_by_ecs
         await run.emit(

@@ -194,7 +194,7 @@ class RolloutFollower:
                     reason = str(ours.get("rolloutStateReason") or "no reason given")
                     trigger = "alarm" if "alarm" in reason.lower() else "circuit breaker"
                     raise RolloutFailed(
-                        f"ECS deployment {deployment_id} failed ({trigger}): {reason}",
+                        f"ECS deployment {deployment_id} failed: {reason}",
                         trigger=trigger,
                         rolled_back_by_ecs="rollback" in reason.lower()
                         or "rolling back" in reason.lower(),
