@@ -12,7 +12,7 @@ from typing import Any, Protocol
 
 from zerodown.errors import PlatformError
 
-RETRIES = {"mode": "standard", "max_attempts": 5}  # botocore backs off between attempts
+RETRIES = {"mode": "standard", "total_max_attempts": 5}  # botocore backs off between them
 
 _SERVICE_NAMES = {"ecs": "ECS", "elbv2": "ELB"}
 _THROTTLED = {"ThrottlingException", "Throttling", "RequestLimitExceeded", "TooManyRequests"}
@@ -45,10 +45,16 @@ class AwsApi(Protocol):
 class BotoApi:
     """`AwsApi` over boto3 clients, made on first use."""
 
-    def __init__(self, *, region: str | None, endpoint_url: str | None) -> None:
+    def __init__(
+        self,
+        *,
+        region: str | None,
+        endpoint_url: str | None,
+        clients: dict[str, Any] | None = None,
+    ) -> None:
         self.region = region
         self.endpoint_url = endpoint_url
-        self._clients: dict[str, Any] = {}
+        self._clients: dict[str, Any] = dict(clients or {})  # given: botocore Stubbers in tests
 
     async def call(self, aws_service: str, operation: str, /, **params: Any) -> dict[str, Any]:
         """Run one call in a thread; errors become PlatformError sentences."""
@@ -108,7 +114,7 @@ def translate(exc: BaseException, service: str, action: str, api: BotoApi) -> Pl
         detail = str(response["Error"].get("Message", "")).strip()
         if code in _THROTTLED:
             return Throttled(
-                f"AWS throttled {what} after {RETRIES['max_attempts']} attempts; "
+                f"AWS throttled {what} after {RETRIES['total_max_attempts']} attempts; "
                 "try again in a minute, or raise the account's API rate limit"
             )
         if code in _DENIED:
