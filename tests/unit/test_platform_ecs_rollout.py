@@ -29,6 +29,8 @@ from zerodown.config.platform import PlatformConfig
 from zerodown.domain.events import DeploymentState, EventKind
 from zerodown.domain.records import DeploymentRecord
 from zerodown.engine.deployer import DeployRequest
+from zerodown.engine.extensions import DeploymentContext
+from zerodown.errors import AlarmTriggered
 from zerodown.platforms.base import Platform
 from zerodown.platforms.ecs.client import Throttled
 from zerodown.platforms.ecs.platform import EcsPlatform
@@ -91,6 +93,7 @@ class RecordedEcs:
         self.calls: list[tuple[str, dict[str, Any]]] = []
         self.frame = -1  # the frame of the current deployment; -1 before any update
         self.revision = 3
+        self.updated = asyncio.Event()  # set by the first UpdateService
 
     def input_members(self, service: str, operation: str) -> frozenset[str]:
         meta = _model(service)
@@ -135,6 +138,7 @@ class RecordedEcs:
         return {"taskDefinition": self.definitions[arn]["taskDefinition"], "tags": tags}
 
     def update_service(self, **params: Any) -> dict[str, Any]:
+        self.updated.set()
         self.service["taskDefinition"] = params["taskDefinition"]
         if "deploymentConfiguration" in params:  # a deployment of ours: its sequence starts
             self.frame = 0
@@ -178,8 +182,16 @@ def _loaded(tmp_path: Path, *, image: str | None = IMAGE, auto_rollback: bool = 
 class EcsHarness:
     """A Deployer whose `ai` service is on ECS, over RecordedEcs and a FakeClock."""
 
-    def __init__(self, tmp_path: Path, sequence: str, **config: Any) -> None:
-        self.ecs = RecordedEcs(sequence)
+    def __init__(
+        self,
+        tmp_path: Path,
+        sequence: str,
+        *,
+        guards: tuple[Any, ...] = (),
+        ecs: RecordedEcs | None = None,
+        **config: Any,
+    ) -> None:
+        self.ecs = ecs or RecordedEcs(sequence)
         self.clock = FakeClock()
         self.base = Harness(make_loaded(tmp_path))
         self.store = self.base.store
@@ -188,7 +200,7 @@ class EcsHarness:
             return EcsPlatform(settings.for_environment(environment), self.ecs, clock=clock)
 
         self.deployer = self.base.make_deployer(
-            _loaded(tmp_path, **config), platforms=opener, clock=self.clock
+            _loaded(tmp_path, **config), platforms=opener, clock=self.clock, guards=guards
         )
 
     async def drive(self, work: Awaitable[DeploymentRecord]) -> DeploymentRecord:
@@ -381,3 +393,30 @@ async def test_auto_rollback_off_leaves_a_timed_out_rollout_alone(
     assert record.state is DeploymentState.FAILED
     assert "auto_rollback is off" in (record.reason or "")
     assert len(h.ecs.ops("update_service")) == 1
+
+
+class AlarmAfterUpdate:
+    """A deployment guard (the alarms' seam) that fires once ECS was updated."""
+
+    def __init__(self, ecs: RecordedEcs) -> None:
+        self.ecs = ecs
+
+    async def watch(self, ctx: DeploymentContext) -> None:
+        await self.ecs.updated.wait()
+        raise AlarmTriggered(
+            "alarm HighErrorRate went to ALARM: 5xx > 10 in 5 min", alarm="HighErrorRate"
+        )
+
+
+async def test_an_alarm_during_the_rollout_rolls_ecs_back_naming_the_alarm(
+    tmp_path: Path,
+) -> None:
+    """A guard's AlarmTriggered cancels the follow and puts the service back on ai:3; the
+    record's trigger is the alarm."""
+    ecs = RecordedEcs("stuck")
+    h = EcsHarness(tmp_path, "stuck", guards=(AlarmAfterUpdate(ecs),), ecs=ecs)
+    record = await h.deploy()
+    assert record.state is DeploymentState.ROLLED_BACK
+    assert (record.reason or "").startswith("alarm HighErrorRate went to ALARM")
+    assert "(trigger: alarm)" in (record.reason or "")
+    assert [p["taskDefinition"] for _, p in h.ecs.ops("update_service")] == [f"{FAMILY}:4", OLD]
