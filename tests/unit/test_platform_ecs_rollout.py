@@ -26,12 +26,12 @@ from zerodown.clock import Clock, FakeClock
 from zerodown.config.loader import LoadedConfig
 from zerodown.config.model import ZerodownConfig
 from zerodown.config.platform import PlatformConfig
-from zerodown.domain.events import DeploymentState, EventKind
+from zerodown.domain.events import DeploymentEvent, DeploymentState, EventKind
 from zerodown.domain.records import DeploymentRecord
 from zerodown.engine.deployer import DeployRequest
 from zerodown.engine.extensions import DeploymentContext
+from zerodown.engine.recovery import recover_unfinished
 from zerodown.errors import AlarmTriggered
-from zerodown.platforms.base import Platform
 from zerodown.platforms.ecs.client import Throttled
 from zerodown.platforms.ecs.platform import EcsPlatform
 
@@ -196,8 +196,10 @@ class EcsHarness:
         self.base = Harness(make_loaded(tmp_path))
         self.store = self.base.store
 
-        def opener(settings: PlatformConfig, environment: str, *, clock: Clock) -> Platform:
+        def opener(settings: PlatformConfig, environment: str, *, clock: Clock) -> Any:
             return EcsPlatform(settings.for_environment(environment), self.ecs, clock=clock)
+
+        self.opener = opener
 
         self.deployer = self.base.make_deployer(
             _loaded(tmp_path, **config), platforms=opener, clock=self.clock, guards=guards
@@ -420,3 +422,65 @@ async def test_an_alarm_during_the_rollout_rolls_ecs_back_naming_the_alarm(
     assert (record.reason or "").startswith("alarm HighErrorRate went to ALARM")
     assert "(trigger: alarm)" in (record.reason or "")
     assert [p["taskDefinition"] for _, p in h.ecs.ops("update_service")] == [f"{FAMILY}:4", OLD]
+
+
+async def _recover_crashed(h: EcsHarness, *, updated: bool, frame: int) -> DeploymentRecord:
+    """A deployment left in_progress by a dead process (pid 2**22 + 1 never runs), with the
+    events it recorded before dying; ECS as it was left; then a control plane's recovery."""
+    record = DeploymentRecord(
+        id="c" * 32,
+        service="ai",
+        environment="prod",
+        revision="r1",
+        strategy="rolling",
+        state=DeploymentState.IN_PROGRESS,
+        actor="t",
+        created_at=h.clock.time(),
+        holder_pid=2**22 + 1,
+    )
+    await h.store.create_deployment(record)
+    data: list[dict[str, Any]] = [{"platform": "ecs", "rollback_task_definition": OLD}]
+    if updated:
+        data.append({"platform": "ecs", "ecs_deployment": OURS, "task_definition": f"{FAMILY}:4"})
+        h.ecs.service["taskDefinition"] = f"{FAMILY}:4"
+        h.ecs.frame = frame
+    for item in data:
+        await h.store.record_event(DeploymentEvent(record.id, EventKind.DECISION, "ecs", item))
+    loaded = h.deployer.loaded
+    base = h.base
+    work = recover_unfinished(
+        loaded, base.runtime, base.router, h.store, platforms=h.opener, clock=h.clock
+    )
+    (ended,) = await asyncio.wait_for(work, 10)
+    return ended
+
+
+async def test_recovery_after_a_crash_completes_a_deployment_ecs_completed(tmp_path: Path) -> None:
+    """Our recorded deployment is COMPLETED when the next control plane looks: succeeded, no
+    update_service, no local instance started."""
+    h = EcsHarness(tmp_path, "success")
+    ended = await _recover_crashed(h, updated=True, frame=2)
+    assert ended.state is DeploymentState.SUCCEEDED
+    assert ended.reason == "completed after a control-plane crash"
+    assert not h.ecs.ops("update_service") and h.base.runtime.running() == []
+
+
+async def test_recovery_after_a_crash_rolls_an_unfinished_rollout_back(tmp_path: Path) -> None:
+    """Still IN_PROGRESS: update_service back to the recorded ai:3, naming the crash."""
+    h = EcsHarness(tmp_path, "stuck")
+    ended = await _recover_crashed(h, updated=True, frame=0)
+    assert ended.state is DeploymentState.ROLLED_BACK
+    assert "control plane crashed" in (ended.reason or "")
+    assert "(trigger: control-plane crash)" in (ended.reason or "")
+    assert [p["taskDefinition"] for _, p in h.ecs.ops("update_service")] == [OLD]
+    assert h.base.runtime.running() == []
+
+
+async def test_recovery_of_a_deployment_that_never_updated_ecs_fails_it(tmp_path: Path) -> None:
+    """Crashed before update_service: failed, saying ECS was not changed; nothing is called
+    to change it."""
+    h = EcsHarness(tmp_path, "stuck")
+    ended = await _recover_crashed(h, updated=False, frame=0)
+    assert ended.state is DeploymentState.FAILED
+    assert (ended.reason or "").endswith("ECS was not changed")
+    assert not h.ecs.ops("update_service", "register_task_definition")

@@ -18,7 +18,7 @@ from zerodown.domain.events import DeploymentState, EventKind
 from zerodown.engine.deployer import DeployRequest
 from zerodown.engine.run import DeploymentRun
 from zerodown.errors import DeploymentAborted, PlatformError
-from zerodown.platforms.base import Platform
+from zerodown.platforms.base import ManagedPlatform
 
 DIGEST = "registry.example/ai@sha256:" + "a" * 64
 ECS = {"kind": "ecs", "cluster": "gaekdam", "service": "ai", "container": "app", "image": DIGEST}
@@ -47,6 +47,9 @@ class ScriptedPlatform:
         await run.transition(DeploymentState.ROLLING_BACK, reason=reason)
         await run.transition(DeploymentState.ROLLED_BACK, reason=f"{reason}; scripted rollback")
 
+    async def recover(self, run: DeploymentRun, reason: str) -> None:
+        await run.transition(DeploymentState.FAILED, reason=reason)
+
 
 def _loaded(tmp_path: Path) -> LoadedConfig:
     data = {
@@ -61,7 +64,7 @@ def _harness(tmp_path: Path, platform: ScriptedPlatform) -> tuple[Harness, list[
     harness = Harness(make_loaded(tmp_path))
     opened: list[str] = []
 
-    def opener(settings: PlatformConfig, environment: str, *, clock: Clock) -> Platform:
+    def opener(settings: PlatformConfig, environment: str, *, clock: Clock) -> ManagedPlatform:
         opened.append(f"{settings.kind}:{settings.cluster}/{settings.service}@{environment}")
         return platform
 
@@ -127,5 +130,3 @@ def test_per_environment_overrides_change_only_what_they_name() -> None:
     assert settings.for_environment("dev").cluster == "dev"
     assert settings.for_environment("dev").service == "ai"
     assert settings.for_environment("prod").cluster == "gaekdam"
-
-

@@ -40,7 +40,7 @@ from zerodown.engine.strategies import StrategyContext, strategy_for
 from zerodown.errors import BuildFailed, ConfigError, DeploymentAborted, LockHeld, ZerodownError
 from zerodown.health.checks import Prober
 from zerodown.metrics.source import MetricsSource, metrics_source
-from zerodown.platforms.base import Platform
+from zerodown.platforms.base import ManagedPlatform, Platform
 from zerodown.platforms.engine import EnginePlatform
 from zerodown.refs import REF_LABEL, given_ref
 from zerodown.revisions import commit_info, prepare_release, resolve_revision
@@ -57,7 +57,9 @@ LOCK_POLL = 0.2  # how often a deploy that waits for the lock asks again
 class PlatformOpener(Protocol):
     """`zerodown.platforms.registry.open_platform`'s signature (a seam for tests)."""
 
-    def __call__(self, settings: PlatformConfig, environment: str, *, clock: Clock) -> Platform: ...
+    def __call__(
+        self, settings: PlatformConfig, environment: str, *, clock: Clock
+    ) -> ManagedPlatform: ...
 
 
 class ReleasePreparer(Protocol):
@@ -148,12 +150,16 @@ class Deployer:
         """Who runs the rollout: the service's `platform:` (ECS), else zerodown's engine."""
         if service.platform is None:
             return EnginePlatform(lambda run: self._replace(run, strategy))
+        return self.managed_platform(service.platform, environment)
+
+    def managed_platform(self, settings: PlatformConfig, environment: str) -> ManagedPlatform:
+        """The managed platform `settings` describe, for `environment` (boto3 loads here)."""
         opener = self._open_platform
         if opener is None:
             from zerodown.platforms.registry import open_platform
 
             opener = open_platform
-        return opener(service.platform, environment, clock=self.clock)
+        return opener(settings, environment, clock=self.clock)
 
     def open_run(
         self, record: DeploymentRecord, service: ServiceConfig, environment: EnvironmentConfig

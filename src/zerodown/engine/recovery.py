@@ -15,7 +15,7 @@ from zerodown.clock import Clock
 from zerodown.config.loader import LoadedConfig
 from zerodown.domain.events import DeploymentObserver, DeploymentState, EventKind
 from zerodown.domain.records import DeploymentRecord
-from zerodown.engine.deployer import Deployer
+from zerodown.engine.deployer import Deployer, PlatformOpener
 from zerodown.engine.extensions import EnvSource, Masker
 from zerodown.engine.fleet import dominant_revision, run_all
 from zerodown.engine.run import DeploymentRun, describe_failure, run_shielded
@@ -48,6 +48,7 @@ async def recover_unfinished(
     prober: Prober | None = None,
     env_sources: Sequence[EnvSource] = (),
     masker: Masker | None = None,
+    platforms: PlatformOpener | None = None,
 ) -> list[DeploymentRecord]:
     """End every unfinished deployment whose holder died; return them as they ended.
 
@@ -62,6 +63,7 @@ async def recover_unfinished(
         prober=prober,
         env_sources=env_sources,
         masker=masker,
+        platforms=platforms,
     )
     ended: list[DeploymentRecord] = []
     for record in await store.unfinished():
@@ -112,6 +114,16 @@ async def _finish(deployer: Deployer, run: DeploymentRun) -> None:
             DeploymentState.FAILED,
             reason="the control plane crashed before the deployment started; nothing was changed",
         )
+        return
+    if run.service.platform is not None:  # a managed platform (ECS) ends its own deployments
+        reason = f"the control plane crashed at: {last}"
+        try:
+            platform = deployer.managed_platform(run.service.platform, record.environment)
+            await platform.recover(run, reason)
+        except Exception as exc:
+            log.exception("recovery of %s failed", record.id)
+            if not run.state.terminal:
+                await _force_failed(run, f"{reason}; recovery failed: {describe_failure(exc)}")
         return
     fleet = run.fleet
     members = await fleet.live()

@@ -31,3 +31,13 @@ class Platform(Protocol):
         """The failure path: decide, roll back (or not), and move the run to a terminal state;
         `cause` is what ended the rollout (an abort, an alarm, the platform's own failure)."""
         ...
+
+
+class ManagedPlatform(Platform, Protocol):
+    """A platform that runs the rollout itself (ECS): it also ends a deployment whose control
+    plane died, from what the deployment recorded and what the platform says now."""
+
+    async def recover(self, run: DeploymentRun, reason: str) -> None:
+        """Take over `run` (in progress or rolling back when its process died) and end it:
+        succeeded if the platform completed it, else rolled back; `reason` says what died."""
+        ...

@@ -167,7 +167,8 @@ class EcsPlatform:
             )
             return
         target = short_name(self.running_arn)
-        await run.transition(DeploymentState.ROLLING_BACK, reason=reason)
+        if run.state is not DeploymentState.ROLLING_BACK:  # a recovered one may be already
+            await run.transition(DeploymentState.ROLLING_BACK, reason=reason)
         started = self.clock.monotonic()
         await run.emit(
             EventKind.ROLLBACK_STARTED,
@@ -201,6 +202,48 @@ class EcsPlatform:
             DeploymentState.ROLLED_BACK,
             reason=f"{reason}; rolled back to {target} (trigger: {trigger})",
         )
+
+    async def recover(self, run: DeploymentRun, reason: str) -> None:
+        """End a deployment whose control plane died: succeeded if our recorded deployment
+        COMPLETED, failed if ECS was never updated, else back to the recorded task definition."""
+        self._run = run
+        recorded: dict[str, str] = {}
+        for _, event in await run.services.store.events(run.record.id):
+            for key in ("rollback_task_definition", "ecs_deployment", TASK_DEFINITION):
+                if event.data.get(key):
+                    recorded.setdefault(key, str(event.data[key]))
+        self.running_arn = recorded.get("rollback_task_definition")
+        self.deployment_id = recorded.get("ecs_deployment")
+        self.deployed_arn = recorded.get(TASK_DEFINITION)
+        if self.running_arn is None:
+            await self._end_unchanged(run, reason)
+            return
+        service = await self.follower.describe()
+        ours = next(
+            (d for d in service.get("deployments", []) if d.get("id") == self.deployment_id),
+            None,
+        )
+        completed = ours is not None and (ours.get("rolloutState"), ours.get("status")) == (
+            "COMPLETED",
+            "PRIMARY",
+        )
+        if completed and run.state is DeploymentState.IN_PROGRESS:
+            await run.transition(
+                DeploymentState.SUCCEEDED, reason="completed after a control-plane crash"
+            )
+            return
+        if self.deployment_id is None:
+            if service.get("taskDefinition") == self.running_arn:
+                await self._end_unchanged(run, reason)
+                return
+            self.deployment_id = primary_id(service)  # updated; the id was never recorded
+        self.failure = RolloutFailed(
+            reason, trigger="control-plane crash", rolled_back_by_ecs=False
+        )
+        await self.fail(run, reason, self.failure)
+
+    async def _end_unchanged(self, run: DeploymentRun, reason: str) -> None:
+        await run.transition(DeploymentState.FAILED, reason=f"{reason}; ECS was not changed")
 
     # -- the steps -------------------------------------------------------------------------------
 
