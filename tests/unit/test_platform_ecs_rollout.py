@@ -31,7 +31,7 @@ from zerodown.domain.records import DeploymentRecord
 from zerodown.engine.deployer import DeployRequest
 from zerodown.engine.extensions import DeploymentContext
 from zerodown.engine.recovery import recover_unfinished
-from zerodown.errors import AlarmTriggered
+from zerodown.errors import AlarmTriggered, PlatformError
 from zerodown.platforms.ecs.client import Throttled
 from zerodown.platforms.ecs.platform import EcsPlatform
 
@@ -87,7 +87,10 @@ class RecordedEcs:
     """`AwsApi` answering from recorded files; every request validated by botocore first."""
 
     def __init__(self, sequence: str) -> None:
-        self.frames: list[dict[str, Any]] = _load(f"{sequence}.json")["frames"]
+        recorded = _load(f"{sequence}.json")
+        self.frames: list[dict[str, Any]] = recorded["frames"]
+        self.deployments: list[dict[str, Any]] | None = recorded.get("service_deployments")
+        self.looks = 0
         self.service: dict[str, Any] = _load("service.json")
         self.definitions: dict[str, dict[str, Any]] = {OLD: _load("task_definition.json")}
         self.calls: list[tuple[str, dict[str, Any]]] = []
@@ -105,6 +108,9 @@ class RecordedEcs:
         shape = meta.service_model.operation_model(meta.method_to_api_mapping[operation])
         validate_parameters(params, shape.input_shape)  # raises ParamValidationError
         self.calls.append((operation, copy.deepcopy(params)))
+        newer_api = "service_deployment" in operation or "service_revision" in operation
+        if newer_api and self.deployments is None:  # as BotoApi translates moto's HTTP 500
+            raise PlatformError(f"ECS refused ecs:{shape.name}: 500")
         return _dated(getattr(self, operation)(**params))
 
     def ops(self, *names: str) -> list[tuple[str, dict[str, Any]]]:
@@ -150,6 +156,29 @@ class RecordedEcs:
             *self.service["deployments"],
         ]
         return {"service": answer}
+
+    def list_service_deployments(self, **_: Any) -> dict[str, Any]:
+        assert self.deployments is not None
+        first = self.deployments[0]
+        brief = {
+            "serviceDeploymentArn": first["serviceDeploymentArn"],
+            "targetServiceRevisionArn": first["targetServiceRevision"]["arn"],
+            "status": first["status"],
+        }
+        other = {**brief, "serviceDeploymentArn": "arn:other", "targetServiceRevisionArn": "r0"}
+        return {"serviceDeployments": [other, brief]}
+
+    def describe_service_revisions(self, serviceRevisionArns: list[str]) -> dict[str, Any]:
+        (arn,) = serviceRevisionArns
+        ours = self.service["taskDefinition"] if arn != "r0" else OLD
+        return {"serviceRevisions": [{"serviceRevisionArn": arn, "taskDefinition": ours}]}
+
+    def describe_service_deployments(self, serviceDeploymentArns: list[str]) -> dict[str, Any]:
+        assert self.deployments is not None
+        assert serviceDeploymentArns == [self.deployments[0]["serviceDeploymentArn"]]
+        found = self.deployments[min(self.looks, len(self.deployments) - 1)]
+        self.looks += 1
+        return {"serviceDeployments": [found]}
 
     # ELBv2
     def describe_target_groups(self, TargetGroupArns: list[str]) -> dict[str, Any]:
@@ -484,3 +513,39 @@ async def test_recovery_of_a_deployment_that_never_updated_ecs_fails_it(tmp_path
     assert ended.state is DeploymentState.FAILED
     assert (ended.reason or "").endswith("ECS was not changed")
     assert not h.ecs.ops("update_service", "register_task_definition")
+
+
+async def test_service_deployments_api_success_is_followed_where_the_endpoint_has_it(
+    tmp_path: Path,
+) -> None:
+    """DescribeServices stays IN_PROGRESS; ServiceDeployments finds ours by its target
+    revision's task definition (not the other one listed) and says SUCCESSFUL: succeeded."""
+    h = EcsHarness(tmp_path, "service_deployments_success")
+    record = await h.deploy()
+    assert record.state is DeploymentState.SUCCEEDED, record.reason
+    assert "ecs: following the ServiceDeployments API too" in h.messages(record)
+    (_, listed), *_ = h.ecs.ops("list_service_deployments")
+    assert listed["cluster"] == "gaekdam" and "after" in listed["createdAt"]
+    assert len(h.ecs.ops("describe_service_deployments")) == 2
+
+
+async def test_service_deployments_rollback_names_the_circuit_breaker(tmp_path: Path) -> None:
+    """ROLLBACK_IN_PROGRESS with the breaker TRIGGERED: rolled back, trigger circuit breaker,
+    ECS's statusReason in the record."""
+    h = EcsHarness(tmp_path, "service_deployments_circuit_breaker")
+    record = await h.deploy()
+    assert record.state is DeploymentState.ROLLED_BACK
+    assert "ROLLBACK_IN_PROGRESS: Service deployment rolled back" in (record.reason or "")
+    assert "(trigger: circuit breaker)" in (record.reason or "")
+
+
+async def test_without_the_api_describe_services_alone_is_followed_and_said(
+    tmp_path: Path,
+) -> None:
+    """An endpoint that refuses ListServiceDeployments (moto): asked once, said once."""
+    h = EcsHarness(tmp_path, "success")
+    record = await h.deploy()
+    assert record.state is DeploymentState.SUCCEEDED
+    assert len(h.ecs.ops("list_service_deployments")) == 1
+    notices = [m for m in h.messages(record) if "no ServiceDeployments API" in m]
+    assert len(notices) == 1

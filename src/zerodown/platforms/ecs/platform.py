@@ -12,6 +12,7 @@ A `zerodown rollback` deploys the ARN the earlier deployment of that revision re
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from zerodown.clock import Clock
@@ -20,12 +21,14 @@ from zerodown.domain.events import DeploymentEvent, DeploymentState, EventKind
 from zerodown.errors import AlarmTriggered, DeploymentAborted, PlatformError, VerificationFailed
 from zerodown.platforms.ecs.client import AwsApi, BotoApi
 from zerodown.platforms.ecs.rollout import RolloutFailed, RolloutFollower, derive_budget
+from zerodown.platforms.ecs.service_deployments import ServiceDeploymentWatch
 from zerodown.platforms.ecs.taskdef import register_input, short_name
 
 if TYPE_CHECKING:
     from zerodown.engine.run import DeploymentRun
 
 TASK_DEFINITION = "task_definition"  # event data key: the ARN a deployment registered
+CLOCK_SKEW = 300.0  # ListServiceDeployments looks this far back (our clock may be behind)
 
 
 def platform(settings: EcsPlatformConfig, environment: str, *, clock: Clock) -> EcsPlatform:
@@ -69,6 +72,7 @@ class EcsPlatform:
             on_event=self._on_service_event,
             on_progress=self._on_progress,
             on_throttled=self._on_throttled,
+            on_notice=self._on_notice,
         )
         self._run: DeploymentRun | None = None
         self.failure: PlatformError | None = None
@@ -113,6 +117,7 @@ class EcsPlatform:
             self.api, service, task, self.settings.container, self.settings.start_allowance
         )
         timeout = self.settings.timeout or budget.seconds
+        since = datetime.fromtimestamp(self.clock.time() - CLOCK_SKEW, tz=UTC)
         why = "platform.timeout" if self.settings.timeout else budget.describe()
         updated = await self.api.call("ecs", "update_service", **self._update_input(arn))
         self.deployment_id = primary_id(updated["service"])
@@ -128,7 +133,10 @@ class EcsPlatform:
                 "budget": {**budget.parts, "waves": budget.waves},
             },
         )
-        final = await self.follower.follow(self.deployment_id, timeout)
+        watch = ServiceDeploymentWatch(
+            self.api, self.settings.cluster, self.settings.service, arn, since
+        )
+        final = await self.follower.follow(self.deployment_id, timeout, watch)
         await run.emit(
             EventKind.DECISION,
             f"ecs: deployment {self.deployment_id} COMPLETED: {final.get('runningCount')} task(s) "
@@ -349,6 +357,10 @@ class EcsPlatform:
                 "failed": deployment.get("failedTasks", 0),
             },
         )
+
+    async def _on_notice(self, message: str) -> None:
+        assert self._run is not None
+        await self._run.emit(EventKind.DECISION, message, {"platform": "ecs"})
 
     async def _on_throttled(self, interval: float) -> None:
         assert self._run is not None

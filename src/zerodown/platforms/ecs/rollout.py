@@ -16,6 +16,7 @@ from typing import Any
 from zerodown.clock import Clock
 from zerodown.errors import PlatformError
 from zerodown.platforms.ecs.client import AwsApi, Throttled
+from zerodown.platforms.ecs.service_deployments import ServiceDeploymentWatch, judge
 
 MAX_POLL_INTERVAL = 60.0  # throttled polls back off up to this
 DEFAULT_STOP_TIMEOUT = 30.0  # Fargate's default stopTimeout
@@ -127,6 +128,7 @@ class RolloutFollower:
     on_event: Callable[[dict[str, Any]], Awaitable[None]]  # one ECS service event, once
     on_progress: Callable[[dict[str, Any]], Awaitable[None]]  # our deployment, when it changed
     on_throttled: Callable[[float], Awaitable[None]]  # the next poll's interval
+    on_notice: Callable[[str], Awaitable[None]]  # a sentence worth recording
     seen: set[str] = field(default_factory=set)
 
     async def remember_events(self) -> None:
@@ -148,8 +150,11 @@ class RolloutFollower:
             )
         return dict(services[0])
 
-    async def follow(self, deployment_id: str, timeout: float) -> dict[str, Any]:
-        """Wait for `deployment_id` to complete: its last state, or RolloutFailed."""
+    async def follow(
+        self, deployment_id: str, timeout: float, watch: ServiceDeploymentWatch | None = None
+    ) -> dict[str, Any]:
+        """Wait for `deployment_id` to complete: its last state, or RolloutFailed. `watch`
+        reads it in the ServiceDeployments API too, where the endpoint has it."""
         deadline = self.clock.monotonic() + timeout
         interval = self.poll_interval
         last: tuple[Any, ...] | None = None
@@ -190,6 +195,8 @@ class RolloutFollower:
                     await self.on_progress(ours)
                 if state == "COMPLETED" and ours.get("status") == "PRIMARY":
                     return dict(ours)
+                if watch is not None and await self._ended_in(watch, deployment_id):
+                    return dict(ours)
                 if state == "FAILED":
                     reason = str(ours.get("rolloutStateReason") or "no reason given")
                     trigger = "alarm" if "alarm" in reason.lower() else "circuit breaker"
@@ -208,3 +215,29 @@ class RolloutFollower:
                     rolled_back_by_ecs=False,
                 )
             await self.clock.sleep(min(interval, left))
+
+    async def _ended_in(self, watch: ServiceDeploymentWatch, deployment_id: str) -> bool:
+        """True when ServiceDeployments says ours succeeded; RolloutFailed when it ended badly."""
+        known = watch.available
+        try:
+            found = await watch.look()
+        except Throttled:
+            return False  # the next look asks again
+        if known is None and watch.available is False:
+            await self.on_notice(
+                "ecs: this endpoint has no ServiceDeployments API "
+                f"({watch.unavailable}); following DescribeServices alone"
+            )
+        if known is None and watch.available:
+            await self.on_notice("ecs: following the ServiceDeployments API too")
+        verdict = judge(found) if found else None
+        if verdict is None:
+            return False
+        outcome, trigger, by_ecs = verdict
+        if outcome == "succeeded":
+            return True
+        raise RolloutFailed(
+            f"ECS deployment {deployment_id} failed: {outcome}",
+            trigger=trigger,
+            rolled_back_by_ecs=by_ecs,
+        )
