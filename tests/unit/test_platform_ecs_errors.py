@@ -78,3 +78,11 @@ async def test_no_credentials_says_how_to_give_them(monkeypatch: pytest.MonkeyPa
     with pytest.raises(PlatformError) as caught:
         await _update(api)
     assert str(caught.value).startswith("cannot call ecs:UpdateService: no AWS credentials")
+
+
+async def test_an_html_error_page_is_left_out_of_the_sentence() -> None:
+    """An HTTP 500 whose body is an HTML page (moto, a proxy) gives the code alone."""
+    api, _ = _stubbed("500", "<!doctype html>\n<html lang=en>\n<title>500 Internal</title>")
+    with pytest.raises(PlatformError) as caught:
+        await _update(api)
+    assert str(caught.value) == "ECS refused ecs:UpdateService: 500"

@@ -112,6 +112,9 @@ def translate(exc: BaseException, service: str, action: str, api: BotoApi) -> Pl
     if isinstance(response, dict) and response.get("Error", {}).get("Code"):
         code = str(response["Error"]["Code"])
         detail = str(response["Error"].get("Message", "")).strip()
+        if detail.startswith("<"):  # an HTML error page (a proxy, moto's HTTP 500) says nothing
+            detail = ""
+        detail = detail.splitlines()[0] if detail else ""
         if code in _THROTTLED:
             return Throttled(
                 f"AWS throttled {what} after {RETRIES['total_max_attempts']} attempts; "
