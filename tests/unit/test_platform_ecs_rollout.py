@@ -189,7 +189,13 @@ class RecordedEcs:
         return {"Attributes": [{"Key": "deregistration_delay.timeout_seconds", "Value": "30"}]}
 
 
-def _loaded(tmp_path: Path, *, image: str | None = IMAGE, auto_rollback: bool = True) -> Any:
+def _loaded(
+    tmp_path: Path,
+    *,
+    image: str | None = IMAGE,
+    auto_rollback: bool = True,
+    strategy: str = "rolling",
+) -> Any:
     platform: dict[str, Any] = {
         "kind": "ecs",
         "cluster": "gaekdam",
@@ -203,7 +209,7 @@ def _loaded(tmp_path: Path, *, image: str | None = IMAGE, auto_rollback: bool = 
     data = {
         "state_dir": str(tmp_path / "state"),
         "services": {"ai": {"platform": platform}},
-        "environments": {"prod": {"auto_rollback": auto_rollback}},
+        "environments": {"prod": {"auto_rollback": auto_rollback, "strategy": {"type": strategy}}},
     }
     return LoadedConfig(ZerodownConfig.model_validate(data), tmp_path / "zerodown.yml", tmp_path)
 
@@ -549,3 +555,15 @@ async def test_without_the_api_describe_services_alone_is_followed_and_said(
     assert len(h.ecs.ops("list_service_deployments")) == 1
     notices = [m for m in h.messages(record) if "no ServiceDeployments API" in m]
     assert len(notices) == 1
+
+
+async def test_a_strategy_ecs_does_not_run_is_refused_before_anything_changes(
+    tmp_path: Path,
+) -> None:
+    """blue-green on an ECS service: failed, saying to use rolling; ECS untouched."""
+    h = EcsHarness(tmp_path, "success", strategy="blue-green")
+    record = await h.deploy()
+    assert record.state is DeploymentState.FAILED
+    assert "asks for a blue-green deployment" in (record.reason or "")
+    assert "strategy: {type: rolling}" in (record.reason or "")
+    assert h.ecs.calls == []

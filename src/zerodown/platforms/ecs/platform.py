@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from zerodown.engine.run import DeploymentRun
 
 TASK_DEFINITION = "task_definition"  # event data key: the ARN a deployment registered
+ECS_ROLLING = ("rolling", "all-at-once")  # both are ECS's rolling update (min/max percent)
 CLOCK_SKEW = 300.0  # ListServiceDeployments looks this far back (our clock may be behind)
 
 
@@ -92,6 +93,13 @@ class EcsPlatform:
 
     async def _roll_out(self, run: DeploymentRun) -> None:
         self._run = run
+        strategy = run.environment.strategy.type
+        if strategy not in ECS_ROLLING:
+            raise PlatformError(
+                f"environment {run.record.environment} asks for a {strategy} deployment, which "
+                "the ecs platform does not run yet: use `strategy: {type: rolling}` (ECS's "
+                "rolling update) for services on ECS"
+            )
         service = await self.follower.describe()
         self.running_arn = str(service["taskDefinition"])
         await self.follower.remember_events()
