@@ -385,6 +385,29 @@ async def test_a_request_on_an_instance_killed_under_it_is_answered_by_another(
     assert response.json()["version"] == "a"
 
 
+async def test_a_post_on_an_instance_killed_under_it_is_not_sent_again(
+    haproxy: Haproxy,
+) -> None:
+    """kill -9 of b while it holds a POST: HAProxy does not replay it to a (the app may have
+    acted on it), as the built-in router does not: the client gets a 5xx and a never saw it."""
+    a, b = await haproxy.webapp("a"), await haproxy.webapp("b")
+    router = await haproxy.open()
+    await router.apply_route(route(balance="round_robin"))
+    await router.add_target(target(b), healthy=True)
+    async with httpx.AsyncClient(base_url=haproxy.base, timeout=15.0) as client:
+        pinned = asyncio.create_task(client.post("/slow?seconds=1", content=b"pay 10"))
+        deadline = time.monotonic() + 5
+        while (await router.status(ROUTE))[0].targets[0].inflight == 0:
+            assert time.monotonic() < deadline, "the request never reached b"
+            await asyncio.sleep(0.02)  # HAProxy publishes no event: poll with a deadline
+        await router.add_target(target(a), healthy=True)
+        b.kill()
+        response = await pinned
+    assert response.status_code in (502, 503), response.text
+    rows = await router._rows()
+    assert rows[(ROUTE, "a")].requests == 0
+
+
 async def test_metrics_count_requests_and_5xx_per_revision(haproxy: Haproxy) -> None:
     """HAProxy's counters become datapoints per revision: r2 answers only 500s."""
     a = await haproxy.webapp("a")

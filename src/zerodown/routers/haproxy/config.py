@@ -158,6 +158,9 @@ def _backend(entry: RouteEntry, *, preview: bool, balance_default: str) -> list[
     spec = entry.spec
     name = backend_name(spec.service, preview=preview)
     lines = [f"backend {name}", f"    balance {_BALANCE.get(spec.balance, balance_default)}"]
+    # As the built-in router: a request that may change something (POST, PUT, ...) is never
+    # sent twice; only a failed connect is retried for it (the app never saw the request).
+    lines.append("    http-request disable-l7-retry if !METH_GET !METH_OPTIONS")
     lines += [f"    {line}" for line in check_options(spec.health)]
     if spec.sticky and not preview:
         lines.append(f"    cookie {STICKY_COOKIE} insert indirect nocache")
@@ -198,10 +201,10 @@ def render_config(
         "    retries 3",
         # Retry a request that got no answer at all: the connect failed, the instance died under
         # it (kill -9, crash; `redispatch` sends it to another server), or the app closed the
-        # reused idle connection it went out on. The built-in router replays these too, but
-        # after a dead instance only GET/HEAD/OPTIONS; this also replays a POST. HAProxy 2.6
-        # pays for it with a copy of every request (a 16 KB buffer, ~2 us of ~13 us per
-        # request here: benchmarks/RESULTS.md).
+        # reused idle connection it went out on; GET/HEAD/OPTIONS only (each backend disables
+        # L7 retries for the rest), as the built-in router does. HAProxy 2.6 pays for it with a
+        # copy of every request (a 16 KB buffer, ~2 us of ~13 us per request here:
+        # benchmarks/RESULTS.md).
         "    retry-on conn-failure empty-response",
         f"    timeout connect {ms(settings.connect_timeout)}",
         f"    timeout server {ms(settings.response_timeout)}",
