@@ -12,7 +12,7 @@ import json
 import shutil
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -362,25 +362,32 @@ async def test_a_server_added_at_runtime_reuses_its_connections_like_a_config_fi
         await haproxy.backend.restart(haproxy.state_dir)
 
 
-async def test_a_request_on_an_instance_killed_under_it_is_answered_by_another(
-    haproxy: Haproxy,
-) -> None:
-    """kill -9 of b while it holds a request: HAProxy sends the request again, to a
-    (`retry-on ... empty-response` with `option redispatch`), and the client gets a's 200, not
-    a 502. This is what the L7 retries cost per request (HAProxy copies each request) buy."""
+async def kill_under_a_request(
+    haproxy: Haproxy, send: Callable[[httpx.AsyncClient], Awaitable[httpx.Response]]
+) -> tuple[HaproxyRouter, httpx.Response]:
+    """Send a request to b (the only target), add a, kill -9 b while it holds the request."""
     a, b = await haproxy.webapp("a"), await haproxy.webapp("b")
     router = await haproxy.open()
     await router.apply_route(route(balance="round_robin"))
     await router.add_target(target(b), healthy=True)
     async with httpx.AsyncClient(base_url=haproxy.base, timeout=15.0) as client:
-        pinned = asyncio.create_task(client.get("/slow?seconds=1"))  # b is the only target
+        pinned = asyncio.create_task(send(client))
         deadline = time.monotonic() + 5
         while (await router.status(ROUTE))[0].targets[0].inflight == 0:
             assert time.monotonic() < deadline, "the request never reached b"
             await asyncio.sleep(0.02)  # HAProxy publishes no event: poll with a deadline
         await router.add_target(target(a), healthy=True)
         b.kill()
-        response = await pinned
+        return router, await pinned
+
+
+async def test_a_request_on_an_instance_killed_under_it_is_answered_by_another(
+    haproxy: Haproxy,
+) -> None:
+    """kill -9 of b while it holds a request: HAProxy sends the request again, to a
+    (`retry-on ... empty-response` with `option redispatch`), and the client gets a's 200, not
+    a 502. This is what the L7 retries cost per request (HAProxy copies each request) buy."""
+    _, response = await kill_under_a_request(haproxy, lambda c: c.get("/slow?seconds=1"))
     assert response.status_code == 200, response.text
     assert response.json()["version"] == "a"
 
@@ -390,19 +397,9 @@ async def test_a_post_on_an_instance_killed_under_it_is_not_sent_again(
 ) -> None:
     """kill -9 of b while it holds a POST: HAProxy does not replay it to a (the app may have
     acted on it), as the built-in router does not: the client gets a 5xx and a never saw it."""
-    a, b = await haproxy.webapp("a"), await haproxy.webapp("b")
-    router = await haproxy.open()
-    await router.apply_route(route(balance="round_robin"))
-    await router.add_target(target(b), healthy=True)
-    async with httpx.AsyncClient(base_url=haproxy.base, timeout=15.0) as client:
-        pinned = asyncio.create_task(client.post("/slow?seconds=1", content=b"pay 10"))
-        deadline = time.monotonic() + 5
-        while (await router.status(ROUTE))[0].targets[0].inflight == 0:
-            assert time.monotonic() < deadline, "the request never reached b"
-            await asyncio.sleep(0.02)  # HAProxy publishes no event: poll with a deadline
-        await router.add_target(target(a), healthy=True)
-        b.kill()
-        response = await pinned
+    router, response = await kill_under_a_request(
+        haproxy, lambda c: c.post("/slow?seconds=1", content=b"pay 10")
+    )
     assert response.status_code in (502, 503), response.text
     rows = await router._rows()
     assert rows[(ROUTE, "a")].requests == 0

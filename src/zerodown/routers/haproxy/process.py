@@ -200,7 +200,8 @@ async def reload(binary: str, paths: HaproxyPaths, *, timeout: float = RELOAD_TI
     raise RouterError(f"no new HAProxy worker came up within {timeout:.0f} s of the reload")
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
+    """Whether process `pid` exists (one of another user's counts)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -223,9 +224,9 @@ async def stop(paths: HaproxyPaths, *, grace: float) -> list[int]:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, sig)
         deadline = time.monotonic() + wait
-        while time.monotonic() < deadline and any(_alive(p) for p in pids):  # noqa: ASYNC110 (no event across processes)
+        while time.monotonic() < deadline and any(alive(p) for p in pids):  # noqa: ASYNC110 (no event across processes)
             await asyncio.sleep(0.05)  # a detached process: poll with a deadline
-        if not any(_alive(p) for p in pids):
+        if not any(alive(p) for p in pids):
             break
         if sig is signal.SIGKILL:
             for worker in pids:

@@ -342,7 +342,7 @@ class HaproxyRouter:
                 master = process.master_cli(self.paths)
                 text = await master.run_once(f"@!{proc.pid} show servers conn {backend}")
             except RouterError:
-                if _alive(proc.pid):
+                if process.alive(proc.pid):
                     return None
                 continue  # it exited meanwhile: it holds nothing
             used += parse_servers_conn(text).get(server, 0)
@@ -518,13 +518,3 @@ class HaproxyRouter:
 def _weights(entry: RouteEntry) -> dict[bool, dict[str, int]]:
     """The HAProxy weights of the route's live (False) and preview (True) servers now."""
     return {preview: entry.server_weights(preview=preview) for preview in (False, True)}
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
