@@ -30,7 +30,7 @@ from typing import Any
 import pytest
 import yaml
 from benchmarks.sample_images import commit_all, fastapi_service, git, init_repo
-from tests.integration.container_fixtures import PodmanApi, free_port, local_registry, podman_api
+from tests.integration.container_fixtures import PodmanApi, free_port
 from tests.integration.test_deploy_local import Stack
 
 from zerodown.config.router import BuiltinRouterConfig
@@ -49,7 +49,6 @@ from haproxy_show_fixtures import (  # isort: skip - sibling module
     wait_for_event,
 )
 
-__all__ = ["local_registry", "podman_api"]  # fixtures used here
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(420)]
 

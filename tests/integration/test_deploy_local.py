@@ -20,13 +20,7 @@ from typing import Any
 import httpx
 import pytest
 import yaml
-from tests.integration.container_fixtures import (
-    PodmanApi,
-    local_registry,
-    podman_api,
-    python_image,
-    webapp_repo,
-)
+from tests.integration.container_fixtures import PodmanApi, webapp_repo
 
 from zerodown.config.loader import LoadedConfig, load_config
 from zerodown.config.router import BuiltinRouterConfig, HaproxyRouterConfig
@@ -42,8 +36,6 @@ from zerodown.runtimes.base import Runtime
 from zerodown.runtimes.local import LocalRuntime
 from zerodown.runtimes.registry import open_runtime
 from zerodown.store.sql import SqlHistoryStore, open_store
-
-__all__ = ["local_registry", "podman_api", "python_image"]  # fixtures the docker stack uses
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 # The stacks the issue 12 tests run on: both routers with processes, and containers (docker

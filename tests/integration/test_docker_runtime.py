@@ -17,15 +17,7 @@ from typing import Any
 import httpx
 import pytest
 import yaml
-from tests.integration.container_fixtures import (
-    PodmanApi,
-    PushedImage,
-    build_and_push,
-    local_registry,
-    podman_api,
-    python_image,
-    webapp_image,
-)
+from tests.integration.container_fixtures import PodmanApi, PushedImage, build_and_push
 
 from zerodown.alarms.logwatch import InstanceLogWatch
 from zerodown.clock import SystemClock
@@ -37,8 +29,6 @@ from zerodown.runtimes.base import ContainerImage, InstanceSpec, InstanceState, 
 from zerodown.runtimes.docker.runtime import DockerRuntime
 from zerodown.runtimes.registry import open_runtime
 from zerodown.verify.logscan import scan_logs
-
-__all__ = ["local_registry", "podman_api", "python_image", "webapp_image"]  # fixtures used here
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 

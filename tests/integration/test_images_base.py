@@ -18,11 +18,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from tests.integration.container_fixtures import PodmanApi, local_registry, podman_api, wait_for
+from tests.integration.container_fixtures import PodmanApi, wait_for
 
 from zerodown.images.base import DEFAULT_MIRROR, default_cache_dir, ensure_base_image, rootfs_key
-
-__all__ = ["local_registry", "podman_api"]
 
 DEBIAN_MIRROR = os.environ.get("ZERODOWN_DEBIAN_MIRROR", DEFAULT_MIRROR)
 

@@ -19,20 +19,12 @@ from typing import Any
 
 import pytest
 from benchmarks.sample_images import commit_all, fastapi_service, git, init_repo
-from tests.integration.container_fixtures import (
-    PodmanApi,
-    local_registry,
-    podman_api,
-    python_image,
-    wait_for,
-)
+from tests.integration.container_fixtures import PodmanApi, wait_for
 
 from zerodown.config.model import ServiceConfig
 from zerodown.errors import BuildFailed
 from zerodown.images.build import IMAGE_BUILD_LOG, IMAGE_RECORD, LABEL_REVISION, LABEL_SOURCE
 from zerodown.revisions import Release, prepare_release
-
-__all__ = ["local_registry", "podman_api", "python_image"]
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 from benchmarks.sample_images import push_synthetic_image
-from tests.integration.container_fixtures import Registry, local_registry
+from tests.integration.container_fixtures import Registry
 from typer.testing import CliRunner
 
 from zerodown.config import LoadedConfig, load_config
@@ -27,8 +27,6 @@ from zerodown.images.lifecycle import ImageLifecycle
 from zerodown.images.registry import PlainRegistry
 from zerodown.runtimes.base import InstanceInfo, InstanceState
 from zerodown.store.sql import SqlHistoryStore, open_store
-
-__all__ = ["local_registry"]
 
 DAY = 86400.0
 NOW = time.time()

@@ -19,13 +19,11 @@ from pathlib import Path
 
 import pytest
 from benchmarks.sample_images import commit_all, init_repo
-from tests.integration.container_fixtures import PodmanApi, local_registry, podman_api, wait_for
+from tests.integration.container_fixtures import PodmanApi, wait_for
 from tests.integration.test_images_build import registry_config
 
 from zerodown.config.model import ServiceConfig
 from zerodown.revisions import prepare_release
-
-__all__ = ["local_registry", "podman_api"]
 
 pytestmark = [
     pytest.mark.slow,
