@@ -88,14 +88,17 @@ class Stack:
         strategy: dict[str, Any] | None = None,
         hooks: dict[str, Any] | None = None,
         env: dict[str, str] | None = None,
+        run: str = RUN,
+        container_run: str = "exec python3 app.py",
     ) -> LoadedConfig:
-        """Write zerodown.yml (service `api`, environment `prod`) and load it."""
-        where: dict[str, Any] = {"workdir": str(WEBAPP), "run": RUN}
+        """Write zerodown.yml (service `api`, environment `prod`) and load it. `run` starts a
+        revision's process, `container_run` its container (in the image's workdir)."""
+        where: dict[str, Any] = {"workdir": str(WEBAPP), "run": run}
         if self.docker is not None:  # revisions are tags of the repo, built as images
             where = {
                 "source": {"repo": str(self.root / "repo"), "path": "."},
                 "build": {"image": self.docker["image"]},
-                "run": "exec python3 app.py",
+                "run": container_run,
             }
         data = {
             "state_dir": "state",
@@ -279,6 +282,7 @@ async def test_unhealthy_revision_rolls_back_under_load_without_a_failed_request
     assert await stack.running_revisions() == ["v1", "v1"]
 
 
+@ON_EVERY_RUNTIME
 async def test_in_place_hooks_run_in_codedeploy_order(stack: Stack) -> None:
     """in-place with every hook appending its name to a file: the file shows CodeDeploy order."""
     journal = stack.root / "hooks.txt"
@@ -293,7 +297,8 @@ async def test_in_place_hooks_run_in_codedeploy_order(stack: Stack) -> None:
     journal.unlink()
     record = await stack.deploy(loaded, "v2")
     assert record.state is DeploymentState.SUCCEEDED, record.reason
-    assert journal.read_text().split("\n")[:-1] == [f"{n} v2" for n in names]
+    v2 = stack.revision_id("v2")  # a container's revision is the tag's sha
+    assert journal.read_text().split("\n")[:-1] == [f"{n} {v2}" for n in names]
     assert await stack.versions() == {"v2"}
 
 

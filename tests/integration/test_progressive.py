@@ -1,5 +1,6 @@
 """Blue/green and canary end to end: real LocalRuntime instances of examples/webapp/app.py behind
-the real built-in router (which measures every request), history in SQLite.
+the real built-in router or HAProxy (which measure every request), history in SQLite; the tests
+marked ON_PROCESSES_AND_CONTAINERS also on containers (docker runtime on Podman's API).
 
 Revision `bad` answers 5xx on 20 % of `/` (ERROR_RATE=0.2), `slow` adds 300 ms to every `/`.
 """
@@ -7,16 +8,16 @@ Revision `bad` answers 5xx on 20 % of `/` (ERROR_RATE=0.2), `slow` adds 300 ms t
 from __future__ import annotations
 
 import asyncio
+import subprocess
 import sys
 import time
 from typing import Any
 
 import httpx
 import pytest
-import yaml
-from tests.integration.test_deploy_local import WEBAPP, Load, Stack, stack
+from tests.integration.test_deploy_local import Load, Stack, stack
 
-from zerodown.config.loader import LoadedConfig, load_config
+from zerodown.config.loader import LoadedConfig
 from zerodown.domain.events import DeploymentState, EventKind
 from zerodown.domain.records import DeploymentRecord
 from zerodown.engine.deployer import Deployer, DeployRequest
@@ -38,33 +39,40 @@ RUN = (
 FAST_ANALYSIS = {"interval": 0.5, "min_requests": 30, "inconclusive_limit": 3}
 
 
+# The progressive tests on both routers with processes, and on containers (revisions are tags
+# of a git repo built as images; see ON_EVERY_RUNTIME).
+ON_PROCESSES_AND_CONTAINERS = pytest.mark.parametrize(
+    "stack",
+    ["builtin", "haproxy", pytest.param("builtin+docker", marks=pytest.mark.timeout(420))],
+    indirect=True,
+)
+
+
+def _container_run(stack: Stack) -> str:
+    """RUN for containers: a container's ZERODOWN_REVISION is its tag's sha. The repo's `bad`
+    tag fails /health; here `bad` is re-tagged as a commit that answers 5xx instead."""
+    assert stack.shas is not None
+    repo = stack.root / "repo"
+    if (repo / "FAIL_HEALTH").exists():
+        (repo / "FAIL_HEALTH").unlink()
+        (repo / "VERSION").write_text("bad\n")
+        git = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t"]
+        subprocess.run([*git, "commit", "-qam", "bad: 20 % 5xx"], check=True)
+        subprocess.run([*git, "tag", "-f", "bad"], check=True, capture_output=True)
+        head = subprocess.run([*git, "rev-parse", "HEAD"], check=True, capture_output=True)
+        stack.shas["bad"] = head.stdout.decode().strip()
+    return (
+        f'if [ "$ZERODOWN_REVISION" = {stack.shas["bad"]} ]; then export ERROR_RATE=0.2; fi; '
+        "exec python3 app.py"
+    )
+
+
 def write_config(stack: Stack, strategy: dict[str, Any], *, instances: int = 2) -> LoadedConfig:
     """zerodown.yml with service `api` (per-revision faults) and environment `prod`."""
-    data = {
-        "state_dir": "state",
-        "router": {"backend": stack.backend, "listen": [f"127.0.0.1:{stack.port}"]},
-        "services": {
-            "api": {
-                "workdir": str(WEBAPP),
-                "run": RUN,
-                "instances": instances,
-                "drain_timeout": 5,
-                "stop_timeout": 5,
-                "health": {
-                    "path": "/health",
-                    "healthy_threshold": 1,
-                    "interval": 0.2,
-                    "start_interval": 0.1,
-                    "timeout": 2,
-                    "deadline": 30,
-                },
-            }
-        },
-        "environments": {"prod": {"strategy": strategy}},
-    }
-    path = stack.root / "zerodown.yml"
-    path.write_text(yaml.safe_dump(data))
-    return load_config(path, environ={})
+    container_run = _container_run(stack) if stack.docker is not None else ""
+    return stack.write_config(
+        instances=instances, strategy=strategy, run=RUN, container_run=container_run
+    )
 
 
 class PreviewSmokeCheck:
@@ -119,6 +127,7 @@ async def test_blue_green_5xx_revision_is_caught_on_preview_and_never_takes_live
     assert await stack.running_revisions() == ["v1", "v1"]
 
 
+@ON_PROCESSES_AND_CONTAINERS
 async def test_blue_green_switches_atomically_and_rollback_in_the_window_is_a_flip(
     stack: Stack,
 ) -> None:
@@ -138,6 +147,7 @@ async def test_blue_green_switches_atomically_and_rollback_in_the_window_is_a_fl
     assert await stack.versions() == {"v1"}
 
 
+@ON_PROCESSES_AND_CONTAINERS
 async def test_canary_with_20_percent_5xx_fails_analysis_and_rolls_back(stack: Stack) -> None:
     """Under load the router's numbers show the canary's 5xx: fail, weight back on v1."""
     strategy = {"type": "canary", "steps": [{"weight": 20, "pause": 20}], "analysis": FAST_ANALYSIS}
