@@ -32,7 +32,8 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 WEBAPP = REPO / "examples" / "webapp" / "app.py"
 # The test base image: Debian bookworm (minbase) with python3, made with debootstrap.
-PYTHON_IMAGE = "localhost/zerodown-test/python:bookworm"
+# The fastapi preset's base packages: one debootstrap (~70 s) serves this image and the preset.
+PYTHON_IMAGE = "localhost/zerodown-test/python-pip:bookworm"
 _START_TIMEOUT = 30.0
 # Pure-Python packages the sample web app needs, copied from this interpreter's site-packages.
 _WEBAPP_PACKAGES = ("uvicorn", "h11", "click", "websockets")
@@ -211,11 +212,15 @@ def _ping(sock: Path) -> bool:
 
 @pytest.fixture(scope="session")
 def python_image(podman_api: PodmanApi) -> str:
-    """A local image with python3 (bookworm minbase), built once and kept in Podman's storage."""
+    """A local image with python3 (bookworm minbase), built once and kept in Podman's storage.
+
+    Its packages are the fastapi preset's, so the rootfs zerodown caches serves both.
+    """
     from zerodown.images.base import ensure_base_image
+    from zerodown.images.presets import BASE_PACKAGES
 
     with podman_api.client() as client:
-        ensure_base_image(client, PYTHON_IMAGE, packages=("python3",))
+        ensure_base_image(client, PYTHON_IMAGE, packages=BASE_PACKAGES["fastapi"])
     return PYTHON_IMAGE
 
 

@@ -21,6 +21,7 @@ import pytest
 from tests.integration.container_fixtures import PodmanApi, wait_for
 
 from zerodown.images.base import DEFAULT_MIRROR, default_cache_dir, ensure_base_image, rootfs_key
+from zerodown.images.presets import BASE_PACKAGES
 
 DEBIAN_MIRROR = os.environ.get("ZERODOWN_DEBIAN_MIRROR", DEFAULT_MIRROR)
 
@@ -139,14 +140,18 @@ def _waits_on_flock(pid: int) -> bool:
 def test_real_debootstrap_makes_a_python_base(podman_api: PodmanApi, reference: str) -> None:
     """bookworm minbase + python3 from the Debian mirror: the image runs python3.
 
-    The default cache is used, so a session that made the python base already (the container
-    fixtures' python_image) imports its rootfs instead of a second ~70 s debootstrap.
+    The default cache and the fastapi preset's packages are used, so a session that made that
+    base already (the container fixtures' python_image, the preset) imports its rootfs instead of
+    a second ~70 s debootstrap.
     """
+    packages = BASE_PACKAGES["fastapi"]
     lines: list[str] = []
-    cached = (default_cache_dir() / f"{rootfs_key('bookworm', ['python3'])}.tar").exists()
+    cached = (default_cache_dir() / f"{rootfs_key('bookworm', list(packages))}.tar").exists()
     started = time.monotonic()
     with podman_api.client() as client:
-        image_id = ensure_base_image(client, reference, mirror=DEBIAN_MIRROR, on_line=lines.append)
+        image_id = ensure_base_image(
+            client, reference, packages=packages, mirror=DEBIAN_MIRROR, on_line=lines.append
+        )
         out = client.containers.run(reference, ["python3", "-c", "print(6 * 7)"], remove=True)
         assert client.images.get(reference).id == image_id
     assert out == b"42\n"
